@@ -1,0 +1,141 @@
+// CUDA implementation: cuFFT (through ATen, with its plan cache) for rfft2 and
+// irfft2, plus ONE fused kernel over the half spectrum. One block per
+// (image, channel) plane: the block reduces sum|x| for the Dir threshold, then
+// its threads apply gain, control mask, Philox noise and Dir to the plane's
+// bins. Everything runs on the current stream; nothing syncs with the host.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/extension.h>
+
+#include <vector>
+
+#include "../spectral_checks.h"
+
+namespace fastfreq {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename T>
+__global__ void augment_planes_kernel(T* __restrict__ Y, const T* __restrict__ x,
+                                      const int64_t* __restrict__ band,
+                                      const T* __restrict__ alpha, const T* __restrict__ alpha_r,
+                                      const T* __restrict__ noise,
+                                      const int64_t* __restrict__ seed, SpectralParams p) {
+  const int64_t plane = blockIdx.x;
+  const int64_t b = plane / p.C;
+  const int H = p.H, W = p.W, Wh = p.Wh;
+  const int64_t plane_px = static_cast<int64_t>(H) * W;
+  const int64_t plane_bins = static_cast<int64_t>(H) * Wh;
+
+  __shared__ T partial[kThreads];
+  T acc = T(0);
+  const T* xp = x + plane * plane_px;
+  for (int64_t i = threadIdx.x; i < plane_px; i += blockDim.x) acc += fabs(xp[i]);
+  partial[threadIdx.x] = acc;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
+    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+    __syncthreads();
+  }
+  const T eps = partial[0] * static_cast<T>(kDirEpsRel);
+
+  int band_b = 0;
+  T alpha_b = T(0);
+  bool bad = false;  // invalid parameters give NaN output rather than a device assert
+  if (p.has_ps) {
+    band_b = static_cast<int>(band[b]);
+    alpha_b = alpha[b];
+    bad = !(band_b >= 0 && band_b <= 2 && alpha_b >= T(0) && alpha_b <= T(1));
+  }
+  const T* ar = p.has_nfd ? alpha_r + b * p.n_bands : nullptr;
+  for (int i = 0; ar != nullptr && i < p.n_bands; ++i) bad |= !(ar[i] >= T(0) && ar[i] <= T(1));
+  const uint64_t seed_v = seed != nullptr ? static_cast<uint64_t>(*seed) : 0;
+
+  T* Yp = Y + 2 * plane * plane_bins;
+  for (int64_t i = threadIdx.x; i < plane_bins; i += blockDim.x) {
+    const int r = static_cast<int>(i / Wh), k = static_cast<int>(i % Wh);
+    const T s = bin_radius<T>(r, k, H);
+    const T gain =
+        p.has_ps ? suppression_gain(band_b, alpha_b, s * static_cast<T>(p.inv_radius_scale)) : T(1);
+    T n = T(0);
+    if (p.has_nfd) {
+      const int64_t c = static_cast<int64_t>(canonical_row(r, k, H, W)) * Wh + k;
+      const T g = noise != nullptr ? noise[plane * plane_bins + c]
+                                   : static_cast<T>(normal_at(plane * plane_bins + c, seed_v));
+      n = nfd_std(ar, p, s) * g;
+    }
+    T re = Yp[2 * i], im = Yp[2 * i + 1];
+    augment_bin(re, im, gain, n, eps);
+    if (bad) re = im = NAN;
+    Yp[2 * i] = re;
+    Yp[2 * i + 1] = im;
+  }
+}
+
+__global__ void philox_normal_kernel(float* out, int64_t n, const int64_t* seed) {
+  const uint64_t s = static_cast<uint64_t>(*seed);
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[i] = normal_at(i, s);
+}
+
+at::Tensor spectral_augment_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& band,
+                                 const c10::optional<at::Tensor>& alpha,
+                                 const c10::optional<at::Tensor>& alpha_r,
+                                 const c10::optional<at::Tensor>& noise,
+                                 const c10::optional<at::Tensor>& seed,
+                                 at::ArrayRef<double> nfd_edges, double sigma,
+                                 double radius_scale) {
+  const SpectralParams p = check_and_pack(x, band, alpha, alpha_r, noise, seed,
+                                          nfd_edges.vec(), sigma, radius_scale);
+  if (x.numel() == 0) return at::empty(x.sizes(), x.options());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const auto dt = compute_dtype(x);
+  const at::Tensor xf = x.to(dt).contiguous();
+  at::Tensor spec = at::fft_rfft2(xf).contiguous();
+  const at::Tensor band_c = p.has_ps ? band->contiguous() : at::Tensor();
+  const at::Tensor alpha_c = p.has_ps ? alpha->to(dt).contiguous() : at::Tensor();
+  const at::Tensor ar_c = p.has_nfd ? alpha_r->to(dt).contiguous() : at::Tensor();
+  const at::Tensor noise_c = noise.has_value() ? noise->to(dt).contiguous() : at::Tensor();
+  const at::Tensor seed_c = seed.has_value() ? seed->contiguous() : at::Tensor();
+  const int64_t planes = x.size(0) * x.size(1);
+  TORCH_CHECK(planes < (int64_t(1) << 31), "fastfreq: too many planes for one launch: ", planes);
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(dt, "fastfreq_spectral_augment_cuda", [&] {
+    augment_planes_kernel<scalar_t><<<static_cast<unsigned>(planes), kThreads, 0, stream>>>(
+        reinterpret_cast<scalar_t*>(spec.data_ptr<c10::complex<scalar_t>>()),
+        xf.data_ptr<scalar_t>(), p.has_ps ? band_c.data_ptr<int64_t>() : nullptr,
+        p.has_ps ? alpha_c.data_ptr<scalar_t>() : nullptr,
+        p.has_nfd ? ar_c.data_ptr<scalar_t>() : nullptr,
+        noise.has_value() ? noise_c.data_ptr<scalar_t>() : nullptr,
+        seed.has_value() ? seed_c.data_ptr<int64_t>() : nullptr, p);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return at::fft_irfft2(spec, std::vector<int64_t>{p.H, p.W}).to(x.scalar_type());
+}
+
+at::Tensor philox_normal_cuda(const at::Tensor& seed, at::IntArrayRef shape) {
+  TORCH_CHECK(seed.scalar_type() == at::kLong && seed.numel() == 1,
+              "fastfreq: seed must be an int64 tensor with one element");
+  for (auto d : shape) TORCH_CHECK(d >= 0, "fastfreq: shape must be non-negative, got ", shape);
+  const c10::cuda::CUDAGuard guard(seed.device());
+  at::Tensor out = at::empty(shape, seed.options().dtype(at::kFloat));
+  const int64_t n = out.numel();
+  if (n == 0) return out;
+  const int blocks = static_cast<int>(std::min<int64_t>((n + 255) / 256, 65535));
+  philox_normal_kernel<<<blocks, 256, 0, at::cuda::getCurrentCUDAStream()>>>(
+      out.data_ptr<float>(), n, seed.contiguous().data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastfreq, CUDA, m) {
+  m.impl("spectral_augment", &spectral_augment_cuda);
+  m.impl("philox_normal", &philox_normal_cuda);
+}
+
+}  // namespace fastfreq

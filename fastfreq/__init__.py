@@ -1,0 +1,16 @@
+"""fastfreq: frequency-domain augmentation and frequency analysis of CNNs.
+
+Implements Power Suppression, Attended Power Suppression, Noise in Frequency
+Domain and Point Detection Maps from "Exploring Frequency Domain
+Interpretation of Convolutional Neural Networks" as batched PyTorch ops, with
+a NumPy reference (``fastfreq.reference``) that every backend is tested
+against.
+"""
+from . import masks, reference
+from .functional import BACKENDS, nfd, power_suppress, resolve_backend, spectral_augment
+from .reference import PAPER_BANDS
+
+__version__ = "0.1.0"
+
+__all__ = ["BACKENDS", "PAPER_BANDS", "masks", "nfd", "power_suppress", "reference",
+           "resolve_backend", "spectral_augment"]

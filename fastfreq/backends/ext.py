@@ -1,0 +1,67 @@
+"""The compiled ops of ``fastfreq._C`` (CPU and CUDA) and their fake kernels."""
+from __future__ import annotations
+
+import torch
+
+BUILD_HINT = ("build it with `pip install --no-build-isolation -e .` from the fastfreq "
+              "checkout (set CUDA_HOME for the CUDA part), or use backend='torch'")
+
+try:
+    from .. import _C  # noqa: F401  (registers torch.ops.fastfreq.*)
+    LOAD_ERROR: str | None = None
+except ImportError as exc:  # the package works without its extension
+    _C = None
+    LOAD_ERROR = f"{type(exc).__name__}: {exc}"
+
+
+def available() -> bool:
+    return _C is not None
+
+
+def has_cuda() -> bool:
+    return _C is not None and _C.built_with_cuda()
+
+
+def require(device_type: str) -> None:
+    """Raise a RuntimeError that says how to build the missing extension."""
+    if _C is None:
+        raise RuntimeError(f"backend: the fastfreq._C extension is not available "
+                           f"({LOAD_ERROR}); {BUILD_HINT}")
+    if device_type == "cuda" and not _C.built_with_cuda():
+        raise RuntimeError("backend='cuda': fastfreq._C was built without its CUDA part; "
+                           "rebuild on a machine with nvcc and a CUDA build of PyTorch "
+                           "(FASTFREQ_CUDA=1 forces it)")
+
+
+if _C is not None:
+    @torch.library.register_fake("fastfreq::spectral_augment")
+    def _spectral_augment_fake(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma,
+                               radius_scale):
+        torch._check(x.dim() == 4, lambda: f"x must have 4 dims, got {x.dim()}")
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+    @torch.library.register_fake("fastfreq::philox_normal")
+    def _philox_normal_fake(seed, shape):
+        return torch.empty(shape, dtype=torch.float32, device=seed.device)
+
+
+def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator):
+    seed = None
+    if alpha_r is not None and noise is None:
+        seed = draw_seed(x.device, generator)
+    edges = [float(v) for pair in nfd_bands for v in pair]
+    return torch.ops.fastfreq.spectral_augment(x, band, alpha, alpha_r, noise, seed, edges,
+                                               float(sigma), float(radius_scale))
+
+
+def draw_seed(device, generator=None) -> torch.Tensor:
+    """A 64-bit Philox key drawn on ``device`` (no host sync on CUDA)."""
+    return torch.randint(-2 ** 63, 2 ** 63 - 1, (1,), dtype=torch.int64, device=device,
+                         generator=generator)
+
+
+def philox_normal(seed: torch.Tensor, shape) -> torch.Tensor:
+    """The standard normal draws that the kernels use for a seed, laid out as
+    ``shape`` (element i is draw i): pass the result as ``noise`` to reproduce
+    an in-kernel draw exactly."""
+    return torch.ops.fastfreq.philox_normal(seed, list(shape))

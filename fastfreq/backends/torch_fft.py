@@ -1,0 +1,33 @@
+"""Eager ``torch.fft`` backend: the readable baseline every benchmark compares to.
+
+Runs on any device. Arguments arrive validated by ``fastfreq.functional``.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import masks
+from ..reference import DIR_EPS_REL
+
+
+def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands,
+                     generator):
+    """``X = rfft2(x); Y = g X; Z = Y + R Dir(Y); out = irfft2(Z)``."""
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xf = x.to(compute)
+    H, W = x.shape[-2:]
+    X = torch.fft.rfft2(xf)
+    if band is not None:
+        X = X * masks.suppression_gain(band, alpha.to(compute), H, W,
+                                       radius_scale=radius_scale)[:, None]
+    if alpha_r is not None:
+        if noise is None:
+            noise = torch.randn(X.shape, generator=generator, device=x.device, dtype=compute)
+        G = masks.hermitian_half(noise.to(compute), W)
+        std = masks.noise_std(alpha_r.to(compute), H, W, sigma, nfd_bands=nfd_bands)
+        eps = DIR_EPS_REL * xf.abs().sum(dim=(-2, -1), keepdim=True)
+        mag = X.abs()
+        direction = torch.where(mag > eps, X / torch.where(mag > eps, mag, 1),
+                                torch.ones_like(X))
+        X = X + (std[:, None] * G) * direction
+    return torch.fft.irfft2(X, s=(H, W)).to(x.dtype)

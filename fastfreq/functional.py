@@ -1,0 +1,213 @@
+"""Public functional API: argument checks and backend choice.
+
+    X = F(x);  Y = g * X;  Z = Y + R * Dir(Y);  out = F^-1(Z)
+
+``power_suppress`` is the operation with ``R = 0`` (eq. 5), ``nfd`` the one with
+``g = 1`` (eq. 12), and ``spectral_augment`` does both in one FFT round trip.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import _checks as chk
+from . import reference
+from .backends import ext, torch_fft
+from .reference import PAPER_BANDS
+
+BACKENDS = ("auto", "numpy", "torch", "cpp", "cuda")
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass
+class _Args:
+    x: torch.Tensor
+    band: torch.Tensor | None
+    alpha: torch.Tensor | None
+    alpha_r: torch.Tensor | None
+    noise: torch.Tensor | None
+    sigma: float
+    radius_scale: float
+    nfd_bands: tuple
+    generator: torch.Generator | None
+
+
+def _tensor_on(v, name: str, device, dtype=None) -> torch.Tensor:
+    if isinstance(v, torch.Tensor):
+        if v.device != device:
+            raise ValueError(f"{name}: is on {v.device} but x is on {device}")
+        return v if dtype is None else v.to(dtype)
+    return torch.as_tensor(np.asarray(v), device=device, dtype=dtype)
+
+
+def _check_range(t: torch.Tensor, name: str, lo, hi) -> None:
+    """Value checks; one host sync on GPU tensors (modules that generate their
+    own parameters skip them)."""
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name}: expected finite values, got NaN or Inf")
+    if t.numel() and not bool(((t >= lo) & (t <= hi)).all()):
+        raise ValueError(f"{name}: expected values in [{lo}, {hi}], got min "
+                         f"{t.min().item()}, max {t.max().item()}")
+
+
+def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
+             check_values: bool = True) -> _Args:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"x: expected float16, bfloat16, float32 or float64 images, got {x.dtype}")
+    if x.dim() != 4:
+        raise ValueError(f"x: expected shape (B, C, H, W), got {tuple(x.shape)}")
+    B, C, H, W = x.shape
+    chk.image_size(H, W)
+    sigma = chk.nonneg_float(sigma, "sigma")
+    radius_scale = chk.positive_float(radius_scale, "radius_scale")
+    bands = chk.nfd_bands(nfd_bands)
+    dev = x.device
+
+    if chk.ps_requested(band, alpha):
+        if isinstance(band, (str, numbers.Integral)):
+            band = torch.full((B,), chk.band_id(band), dtype=torch.int64, device=dev)
+        band = _tensor_on(band, "band", dev)
+        if band.dtype.is_floating_point or band.dtype == torch.bool or band.is_complex():
+            raise TypeError(f"band: expected integer band ids, got {band.dtype}")
+        band = band.to(torch.int64)
+        if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
+            alpha = torch.full((B,), chk.finite_float(alpha, "alpha"), device=dev)
+        alpha = _tensor_on(alpha, "alpha", dev)
+        if not alpha.is_floating_point():
+            raise TypeError(f"alpha: expected a float or floating tensor, got {alpha.dtype}")
+        for name, t in (("band", band), ("alpha", alpha)):
+            if t.shape != (B,):
+                raise ValueError(f"{name}: expected shape ({B},), got {tuple(t.shape)}")
+        if check_values:
+            _check_range(band, "band", 0, 2)
+            _check_range(alpha, "alpha", 0.0, 1.0)
+
+    if alpha_r is not None:
+        alpha_r = _tensor_on(alpha_r, "alpha_r", dev)
+        if not alpha_r.is_floating_point():
+            raise TypeError(f"alpha_r: expected a floating tensor, got {alpha_r.dtype}")
+        if alpha_r.shape != (B, len(bands)):
+            raise ValueError(f"alpha_r: expected shape ({B}, {len(bands)}) for {len(bands)} "
+                             f"NFD bands, got {tuple(alpha_r.shape)}")
+        if check_values:
+            _check_range(alpha_r, "alpha_r", 0.0, 1.0)
+        if noise is not None:
+            noise = _tensor_on(noise, "noise", dev)
+            want = (B, C, H, W // 2 + 1)
+            if not noise.is_floating_point():
+                raise TypeError(f"noise: expected a floating tensor, got {noise.dtype}")
+            if tuple(noise.shape) != want:
+                raise ValueError(f"noise: expected the half-spectrum shape {want}, "
+                                 f"got {tuple(noise.shape)}")
+            if check_values and not bool(torch.isfinite(noise).all()):
+                raise ValueError("noise: expected finite values, got NaN or Inf")
+    elif noise is not None:
+        raise ValueError("noise: given without alpha_r; NFD needs control weights alpha_r")
+
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+        if generator.device.type != dev.type:
+            raise ValueError(f"generator: is on {generator.device} but x is on {dev}")
+    return _Args(x, band, alpha, alpha_r, noise, sigma, radius_scale, bands, generator)
+
+
+def resolve_backend(backend: str, x: torch.Tensor) -> str:
+    """The concrete backend that ``backend`` names for images like ``x``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    dev = x.device.type
+    if backend == "auto":
+        if dev == "cpu":
+            return "cpp" if ext.available() else "torch"
+        if dev == "cuda":
+            return "cuda" if ext.has_cuda() else "torch"
+        return "torch"
+    if backend == "cpp":
+        ext.require("cpu")
+        if dev != "cpu":
+            raise ValueError(f"backend='cpp' runs on CPU tensors, x is on {x.device}; "
+                             "use backend='cuda' or 'auto'")
+    if backend == "cuda":
+        ext.require("cuda")
+        if dev != "cuda":
+            raise ValueError(f"backend='cuda' runs on CUDA tensors, x is on {x.device}")
+    return backend
+
+
+def _run_numpy(a: _Args) -> torch.Tensor:
+    def np_or_none(t):
+        return None if t is None else t.detach().cpu().double().numpy()
+
+    np_gen = None
+    if a.noise is None and a.alpha_r is not None and a.generator is not None:
+        np_gen = int(torch.randint(0, 2 ** 62, (1,), generator=a.generator,
+                                   device=a.generator.device).item())
+    out = reference.spectral_augment(
+        np_or_none(a.x), np_or_none(a.band) if a.band is None else a.band.cpu().numpy(),
+        np_or_none(a.alpha), np_or_none(a.alpha_r), np_or_none(a.noise), a.sigma,
+        radius_scale=a.radius_scale, nfd_bands=a.nfd_bands, generator=np_gen)
+    return torch.from_numpy(out).to(device=a.x.device, dtype=a.x.dtype)
+
+
+def _dispatch(a: _Args, backend: str) -> torch.Tensor:
+    name = resolve_backend(backend, a.x)
+    if a.x.numel() == 0:
+        return torch.empty(a.x.shape, dtype=a.x.dtype, device=a.x.device)
+    if name == "numpy":
+        return _run_numpy(a)
+    impl = torch_fft.spectral_augment if name == "torch" else ext.spectral_augment
+    return impl(a.x, a.band, a.alpha, a.alpha_r, a.noise, a.sigma, a.radius_scale,
+                a.nfd_bands, a.generator)
+
+
+def _batched(x):
+    """Accept (C, H, W) in the public wrappers: returns (x4, unbatch)."""
+    if isinstance(x, torch.Tensor) and x.dim() == 3:
+        return x.unsqueeze(0), lambda y: y.squeeze(0)
+    return x, lambda y: y
+
+
+def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1.0, *,
+                     radius_scale=1.0, nfd_bands=PAPER_BANDS, generator=None, backend="auto",
+                     check_values=True):
+    """Power suppression (eq. 5) then NFD (eq. 12) in one FFT round trip.
+
+    x: ``(B, C, H, W)`` or ``(C, H, W)`` float16/bfloat16/float32/float64 images.
+    band, alpha: per-image mask id in {0, 1, 2} (or a letter 'L'/'M'/'H' for
+        all) and suppression ratio in [0, 1]; both None skips suppression.
+    alpha_r: ``(B, n)`` NFD control weights in [0, 1]; None skips NFD.
+    noise: ``(B, C, H, W//2+1)`` standard normal half-spectrum draw, or None to
+        draw it from ``generator`` (in-kernel Philox for the compiled backends).
+    check_values: validate value ranges (one host sync on GPU); internal
+        callers that generate valid parameters turn it off.
+    """
+    x4, unbatch = _batched(x)
+    if noise is not None and isinstance(x, torch.Tensor) and x.dim() == 3 \
+            and isinstance(noise, torch.Tensor) and noise.dim() == 3:
+        noise = noise.unsqueeze(0)
+    a = _prepare(x4, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
+                 check_values)
+    return unbatch(_dispatch(a, backend))
+
+
+def power_suppress(x, band, alpha, *, radius_scale=1.0, backend="auto", check_values=True):
+    """Eq. 5, ``F^-1(F(x) * (1 - alpha (1 - M_band)))``."""
+    if band is None or alpha is None:
+        raise ValueError("band, alpha: power_suppress needs both")
+    return spectral_augment(x, band, alpha, radius_scale=radius_scale, backend=backend,
+                            check_values=check_values)
+
+
+def nfd(x, alpha_r, noise=None, sigma=1.0, *, nfd_bands=PAPER_BANDS, generator=None,
+        backend="auto", check_values=True):
+    """Eq. 12, ``F^-1(F(x) + R_sigma(M) * Dir F(x))``."""
+    if alpha_r is None:
+        raise ValueError("alpha_r: nfd needs control weights of shape (B, n_bands)")
+    return spectral_augment(x, alpha_r=alpha_r, noise=noise, sigma=sigma, nfd_bands=nfd_bands,
+                            generator=generator, backend=backend, check_values=check_values)

@@ -1,0 +1,120 @@
+"""Mask curves and matrices in torch (eqs. 1-4, 13, 14), on any device/dtype.
+
+One definition shared by the eager backend, the modules and the PDM tools;
+``tests/test_masks.py`` checks every function against ``fastfreq.reference``.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import _checks as chk
+from .reference import PAPER_BANDS
+
+
+def frequency_indices(H: int, W: int, *, device=None, dtype=torch.float32):
+    """Integer frequency indices ``(ky, kx)`` (``fftfreq * n``), DC first."""
+    chk.image_size(H, W)
+    ky = torch.fft.fftfreq(H, d=1.0 / H, device=device, dtype=torch.float64).round()
+    kx = torch.fft.fftfreq(W, d=1.0 / W, device=device, dtype=torch.float64).round()
+    return ky.to(dtype), kx.to(dtype)
+
+
+def radius(H: int, W: int, *, half: bool = False, device=None, dtype=torch.float32):
+    """Radius ``r(i, j)`` of every frequency, full ``(H, W)`` or ``rfft2``
+    half ``(H, W//2 + 1)``."""
+    ky, kx = frequency_indices(H, W, device=device, dtype=torch.float64)
+    if half:
+        kx = torch.arange(W // 2 + 1, device=device, dtype=torch.float64)
+    return torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2).to(dtype)
+
+
+def m_step(s: torch.Tensor) -> torch.Tensor:
+    """Eq. 2."""
+    one = torch.ones_like(s)
+    return torch.where(s <= 0, one, torch.where(s <= 3, 1 - s / 3, torch.zeros_like(s)))
+
+
+def m_hill(s: torch.Tensor) -> torch.Tensor:
+    """Eq. 3."""
+    zero = torch.zeros_like(s)
+    return torch.where(s <= 0, zero,
+                       torch.where(s <= 3, s / 3,
+                                   torch.where(s <= 8, torch.ones_like(s),
+                                               torch.where(s <= 11, 1 - (s - 8) / 3, zero))))
+
+
+def m_L(s):
+    """Eq. 4, low-pass (band id 0)."""
+    return m_step(s - 1) + m_hill(s - 1)
+
+
+def m_M(s):
+    """Eq. 4, band-pass (band id 1)."""
+    return m_step(s - 1) + m_hill(s - 7)
+
+
+def m_H(s):
+    """Eq. 4, high-pass (band id 2), with the ``1 - m_step(s-13)`` reading."""
+    return m_step(s - 1) + 1 - m_step(s - 13)
+
+
+BAND_CURVES = (m_L, m_M, m_H)
+
+
+def band_masks(H: int, W: int, *, radius_scale: float = 1.0, half: bool = False,
+               device=None, dtype=torch.float32) -> torch.Tensor:
+    """The three mask matrices ``M_L, M_M, M_H`` (eq. 1) stacked: ``(3, H, W')``."""
+    radius_scale = chk.positive_float(radius_scale, "radius_scale")
+    s = radius(H, W, half=half, device=device, dtype=dtype) / radius_scale
+    return torch.stack([curve(s) for curve in BAND_CURVES])
+
+
+def suppression_gain(band: torch.Tensor, alpha: torch.Tensor, H: int, W: int, *,
+                     radius_scale: float = 1.0, half: bool = True) -> torch.Tensor:
+    """Eq. 5 gain per image, ``1 - alpha (1 - M_band)``: ``(B, H, W')``."""
+    masks = band_masks(H, W, radius_scale=radius_scale, half=half,
+                       device=alpha.device, dtype=alpha.dtype)
+    return 1 - alpha[:, None, None] * (1 - masks[band])
+
+
+def nfd_hill(s: torch.Tensor, a: float, b: float) -> torch.Tensor:
+    """Eq. 13."""
+    zero = torch.zeros_like(s)
+    return torch.where((s >= a - 1) & (s < a), s - a + 1,
+                       torch.where((s >= a) & (s < b), torch.ones_like(s),
+                                   torch.where((s >= b) & (s < b + 1), b - s + 1, zero)))
+
+
+def nfd_band_masks(H: int, W: int, *, nfd_bands=PAPER_BANDS, half: bool = True,
+                   device=None, dtype=torch.float32) -> torch.Tensor:
+    """The NFD band matrices ``M_0 .. M_{n-1}`` stacked: ``(n, H, W')``."""
+    s = radius(H, W, half=half, device=device, dtype=dtype)
+    return torch.stack([nfd_hill(s, a, b) for a, b in chk.nfd_bands(nfd_bands)])
+
+
+def control_matrix(alpha_r: torch.Tensor, H: int, W: int, *, nfd_bands=PAPER_BANDS,
+                   half: bool = True) -> torch.Tensor:
+    """Eq. 14: ``M = sum_i alpha_r[i] M_i`` per image: ``(B, H, W')``."""
+    hills = nfd_band_masks(H, W, nfd_bands=nfd_bands, half=half,
+                           device=alpha_r.device, dtype=alpha_r.dtype)
+    return torch.einsum("bn,nhw->bhw", alpha_r, hills)
+
+
+def noise_std(alpha_r: torch.Tensor, H: int, W: int, sigma: float, *,
+              nfd_bands=PAPER_BANDS, half: bool = True) -> torch.Tensor:
+    """Eq. 11 standard deviation ``sqrt(sigma (1 - M))`` (``1 - M`` clipped at 0)."""
+    M = control_matrix(alpha_r, H, W, nfd_bands=nfd_bands, half=half)
+    return torch.sqrt(sigma * (1 - M).clamp_min(0))
+
+
+def hermitian_half(noise: torch.Tensor, W: int) -> torch.Tensor:
+    """Apply the Hermitian rule to a half-spectrum draw ``(..., H, W//2+1)``:
+    in the self-conjugate columns row ``r > H/2`` takes row ``H - r``."""
+    H = noise.shape[-2]
+    rows = torch.arange(H, device=noise.device)
+    canon = torch.minimum(rows, (H - rows) % H)
+    cols = [0] + ([W // 2] if W % 2 == 0 else [])
+    out = noise.clone()
+    for k in cols:
+        out[..., :, k] = noise[..., canon, k]
+    return out

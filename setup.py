@@ -1,0 +1,92 @@
+"""Build fastfreq and its extension ``fastfreq._C``.
+
+Install against the PyTorch that is already installed:
+
+    pip install --no-build-isolation -e .
+
+The CPU part is always built. The CUDA part is built when nvcc and a CUDA
+build of PyTorch are present (no GPU is needed at build time); set
+``FASTFREQ_CUDA=0`` or ``1`` to force either way, and ``FASTFREQ_EXT=0`` to
+skip the extension altogether (the package then falls back to its pure
+PyTorch backend).
+"""
+import os
+import shutil
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Small default: Hopper only. Set TORCH_CUDA_ARCH_LIST to build for others.
+DEFAULT_ARCH_LIST = "9.0"
+
+
+def _want_cuda(torch_cuda_version):
+    flag = os.environ.get("FASTFREQ_CUDA", "").strip()
+    if flag in ("0", "1"):
+        return flag == "1"
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    nvcc = shutil.which("nvcc") or (CUDA_HOME and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")))
+    return bool(torch_cuda_version and nvcc)
+
+
+def _pip_cuda_includes():
+    """Headers of the CUDA libraries that PyTorch's own wheels bring (cuSPARSE,
+    cuBLAS, ...): ATen's CUDA headers include them, and a bare nvcc toolkit may
+    lack them."""
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    found = []
+    for root in getattr(nvidia, "__path__", []):
+        for sub in sorted(os.listdir(root)):
+            inc = os.path.join(root, sub, "include")
+            if os.path.exists(os.path.join(inc, "cusparse.h")):
+                found.append(inc)
+    return found
+
+
+def _extensions():
+    if os.environ.get("FASTFREQ_EXT", "1") == "0":
+        print("fastfreq build: extension skipped (FASTFREQ_EXT=0)")
+        return [], {}
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+    sources = ["csrc/spectral_augment.cpp", "csrc/cpu/spectral_augment_kernel.cpp"]
+    # No errno and no FP traps: lets the compiler vectorise the branch-free
+    # noise and Dir loops (no code here reads errno or FP exceptions).
+    cxx = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+    with_cuda = _want_cuda(torch.version.cuda)
+    if with_cuda:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCH_LIST)
+        ext = CUDAExtension(
+            "fastfreq._C",
+            sources + ["csrc/cuda/spectral_augment_kernel.cu"],
+            include_dirs=_pip_cuda_includes(),
+            extra_compile_args={"cxx": cxx + ["-DFASTFREQ_WITH_CUDA"],
+                                "nvcc": ["-O3", "-DFASTFREQ_WITH_CUDA"]},
+        )
+    else:
+        ext = CppExtension("fastfreq._C", sources, extra_compile_args={"cxx": cxx})
+    print(f"fastfreq build: torch {torch.__version__}, CPU yes, CUDA "
+          f"{'yes (arch ' + os.environ['TORCH_CUDA_ARCH_LIST'] + ')' if with_cuda else 'no'}")
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _extensions()
+
+setup(
+    name="fastfreq",
+    version="0.1.0",
+    description="Frequency-domain augmentation (power suppression, NFD) and "
+                "frequency analysis of CNNs, with fused CPU/CUDA/Triton kernels",
+    packages=find_packages(include=["fastfreq", "fastfreq.*", "train", "train.*",
+                                    "bench", "bench.*"]),
+    python_requires=">=3.10",
+    install_requires=["torch>=2.4", "numpy", "tqdm", "matplotlib"],
+    extras_require={"test": ["pytest", "pytest-benchmark"], "triton": ["triton"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)
