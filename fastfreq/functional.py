@@ -16,6 +16,7 @@ import torch
 from . import _checks as chk
 from . import reference
 from .backends import ext, torch_fft
+from .philox import philox_normal
 from .reference import PAPER_BANDS
 
 BACKENDS = ("auto", "numpy", "torch", "cpp", "cuda")
@@ -33,6 +34,7 @@ class _Args:
     radius_scale: float
     nfd_bands: tuple
     generator: torch.Generator | None
+    seed: torch.Tensor | None = None
 
 
 def _tensor_on(v, name: str, device, dtype=None) -> torch.Tensor:
@@ -54,7 +56,7 @@ def _check_range(t: torch.Tensor, name: str, lo, hi) -> None:
 
 
 def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
-             check_values: bool = True) -> _Args:
+             check_values: bool = True, seed=None) -> _Args:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in _FLOAT_DTYPES:
@@ -114,7 +116,19 @@ def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, gen
             raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
         if generator.device.type != dev.type:
             raise ValueError(f"generator: is on {generator.device} but x is on {dev}")
-    return _Args(x, band, alpha, alpha_r, noise, sigma, radius_scale, bands, generator)
+    if seed is not None:
+        if noise is not None:
+            raise ValueError("seed: give either noise or seed, not both")
+        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+            if not -2 ** 63 <= int(seed) < 2 ** 63:
+                raise ValueError(f"seed: expected a 64-bit integer, got {seed}")
+            seed = torch.tensor([int(seed)], dtype=torch.int64, device=dev)
+        seed = _tensor_on(seed, "seed", dev)
+        if seed.dtype != torch.int64 or seed.numel() != 1:
+            raise ValueError(f"seed: expected an int or an int64 tensor with one element, got "
+                             f"{seed.dtype} of shape {tuple(seed.shape)}")
+        seed = seed.reshape(1)
+    return _Args(x, band, alpha, alpha_r, noise, sigma, radius_scale, bands, generator, seed)
 
 
 def resolve_backend(backend: str, x: torch.Tensor) -> str:
@@ -145,7 +159,10 @@ def _run_numpy(a: _Args) -> torch.Tensor:
         return None if t is None else t.detach().cpu().double().numpy()
 
     np_gen = None
-    if a.noise is None and a.alpha_r is not None and a.generator is not None:
+    if a.noise is None and a.alpha_r is not None and a.seed is not None:
+        B, C, H, W = a.x.shape
+        a.noise = philox_normal(a.seed, (B, C, H, W // 2 + 1))
+    elif a.noise is None and a.alpha_r is not None and a.generator is not None:
         np_gen = int(torch.randint(0, 2 ** 62, (1,), generator=a.generator,
                                    device=a.generator.device).item())
     out = reference.spectral_augment(
@@ -163,7 +180,7 @@ def _dispatch(a: _Args, backend: str) -> torch.Tensor:
         return _run_numpy(a)
     impl = torch_fft.spectral_augment if name == "torch" else ext.spectral_augment
     return impl(a.x, a.band, a.alpha, a.alpha_r, a.noise, a.sigma, a.radius_scale,
-                a.nfd_bands, a.generator)
+                a.nfd_bands, a.generator, a.seed)
 
 
 def _batched(x):
@@ -175,7 +192,7 @@ def _batched(x):
 
 def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1.0, *,
                      radius_scale=1.0, nfd_bands=PAPER_BANDS, generator=None, backend="auto",
-                     check_values=True):
+                     seed=None, check_values=True):
     """Power suppression (eq. 5) then NFD (eq. 12) in one FFT round trip.
 
     x: ``(B, C, H, W)`` or ``(C, H, W)`` float16/bfloat16/float32/float64 images.
@@ -184,6 +201,8 @@ def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1
     alpha_r: ``(B, n)`` NFD control weights in [0, 1]; None skips NFD.
     noise: ``(B, C, H, W//2+1)`` standard normal half-spectrum draw, or None to
         draw it from ``generator`` (in-kernel Philox for the compiled backends).
+    seed: instead of ``noise``, the Philox key (int or int64 tensor) of the
+        draw: every backend then adds the same noise (replay).
     check_values: validate value ranges (one host sync on GPU); internal
         callers that generate valid parameters turn it off.
     """
@@ -192,7 +211,7 @@ def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1
             and isinstance(noise, torch.Tensor) and noise.dim() == 3:
         noise = noise.unsqueeze(0)
     a = _prepare(x4, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
-                 check_values)
+                 check_values, seed)
     return unbatch(_dispatch(a, backend))
 
 
@@ -205,9 +224,10 @@ def power_suppress(x, band, alpha, *, radius_scale=1.0, backend="auto", check_va
 
 
 def nfd(x, alpha_r, noise=None, sigma=1.0, *, nfd_bands=PAPER_BANDS, generator=None,
-        backend="auto", check_values=True):
+        backend="auto", seed=None, check_values=True):
     """Eq. 12, ``F^-1(F(x) + R_sigma(M) * Dir F(x))``."""
     if alpha_r is None:
         raise ValueError("alpha_r: nfd needs control weights of shape (B, n_bands)")
     return spectral_augment(x, alpha_r=alpha_r, noise=noise, sigma=sigma, nfd_bands=nfd_bands,
-                            generator=generator, backend=backend, check_values=check_values)
+                            generator=generator, backend=backend, seed=seed,
+                            check_values=check_values)

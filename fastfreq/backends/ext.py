@@ -45,9 +45,12 @@ if _C is not None:
         return torch.empty(shape, dtype=torch.float32, device=seed.device)
 
 
-def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator):
-    seed = None
-    if alpha_r is not None and noise is None:
+def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
+                     seed=None):
+    """The compiled op; without ``noise`` the kernel draws Philox noise for
+    ``seed`` (an int64 tensor on x's device), itself drawn from ``generator``
+    when None."""
+    if alpha_r is not None and noise is None and seed is None:
         seed = draw_seed(x.device, generator)
     edges = [float(v) for pair in nfd_bands for v in pair]
     return torch.ops.fastfreq.spectral_augment(x, band, alpha, alpha_r, noise, seed, edges,
@@ -55,9 +58,12 @@ def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_ba
 
 
 def draw_seed(device, generator=None) -> torch.Tensor:
-    """A 64-bit Philox key drawn on ``device`` (no host sync on CUDA)."""
-    return torch.randint(-2 ** 63, 2 ** 63 - 1, (1,), dtype=torch.int64, device=device,
+    """A 64-bit Philox key on ``device``, drawn from ``generator`` (or the
+    default generator of ``device``); no host sync on CUDA."""
+    gen_device = generator.device if generator is not None else device
+    seed = torch.randint(-2 ** 63, 2 ** 63 - 1, (1,), dtype=torch.int64, device=gen_device,
                          generator=generator)
+    return seed.to(device, non_blocking=True)
 
 
 def philox_normal(seed: torch.Tensor, shape) -> torch.Tensor:

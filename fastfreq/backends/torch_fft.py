@@ -7,12 +7,17 @@ from __future__ import annotations
 import torch
 
 from .. import masks
+from ..philox import philox_normal
 from ..reference import DIR_EPS_REL
 
 
 def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands,
-                     generator):
-    """``X = rfft2(x); Y = g X; Z = Y + R Dir(Y); out = irfft2(Z)``."""
+                     generator, seed=None):
+    """``X = rfft2(x); Y = g X; Z = Y + R Dir(Y); out = irfft2(Z)``.
+
+    Without ``noise``: the kernels' Philox draw for ``seed`` when given (so
+    a compiled-backend draw can be replayed), else ``torch.randn`` from
+    ``generator``."""
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     xf = x.to(compute)
     H, W = x.shape[-2:]
@@ -21,7 +26,9 @@ def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_ba
         X = X * masks.suppression_gain(band, alpha.to(compute), H, W,
                                        radius_scale=radius_scale)[:, None]
     if alpha_r is not None:
-        if noise is None:
+        if noise is None and seed is not None:
+            noise = philox_normal(seed, X.shape, device=x.device)
+        elif noise is None:
             noise = torch.randn(X.shape, generator=generator, device=x.device, dtype=compute)
         G = masks.hermitian_half(noise.to(compute), W)
         std = masks.noise_std(alpha_r.to(compute), H, W, sigma, nfd_bands=nfd_bands)

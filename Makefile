@@ -1,0 +1,33 @@
+# Two commands do all of their own set-up (virtual environment, PyTorch, the
+# package and its compiled extension):
+#   make demo   the main job on built-in data (no download)
+#   make test   the whole test suite
+# Override PYTHON to pick the interpreter that creates the venv.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.fastfreq-installed
+SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu)
+
+# The CUDA part of the extension compiles where nvcc exists (no GPU needed).
+export CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
+
+.PHONY: setup demo test bench gpu-check clean
+
+setup: $(STAMP)
+
+$(STAMP): $(SOURCES)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch>=2.4" numpy tqdm matplotlib pytest pytest-benchmark ninja setuptools wheel
+	$(PY) -m pip install -q --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m fastfreq.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf build *.egg-info fastfreq/_C*.so

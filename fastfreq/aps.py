@@ -1,0 +1,129 @@
+"""Attended Power Suppression (Section 3.2): channel attention, auxiliary labels
+(eqs. 6-9) and the auxiliary loss (eq. 10).
+
+Typical use in a training step::
+
+    ps = PowerSuppression(p=1/3)
+    att = ChannelAttention(64)               # after the first conv (+BN)
+    labels = AuxLabels("learnable")          # or "LMH=000" ... "LMH=111"
+    x, params = ps(images)
+    logits = model(x)                        # model calls att(...) inside
+    beta = labels(params["band"], params["alpha"])
+    loss = ce(logits, y) + aux_loss(att.open_ratio, beta, params["applied"], lam=100)
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import _checks as chk
+
+
+class ChannelAttention(nn.Module):
+    """Global average pool -> FC -> ReLU -> FC -> sigmoid; the soft mask ``v``
+    (one value per channel, in (0, 1)) multiplies the feature map.
+
+    After a forward, ``mask`` holds ``v`` ``(B, C)`` and ``open_ratio`` its
+    per-sample mean ``v_bar`` ``(B,)``, the quantity eq. 10 constrains.
+    """
+
+    def __init__(self, channels: int, hidden: int = 512):
+        super().__init__()
+        for name, v in (("channels", channels), ("hidden", hidden)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        self.channels = channels
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+        self.mask: torch.Tensor | None = None
+
+    def _check(self, m):
+        if m.dim() != 4 or m.shape[1] != self.channels:
+            raise ValueError(f"m: expected a (B, {self.channels}, H, W) feature map, got "
+                             f"{tuple(m.shape)}")
+
+    def soft_mask(self, pooled_from: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc2(torch.relu(self.fc1(pooled_from.mean(dim=(2, 3))))))
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        self._check(m)
+        self.mask = self.soft_mask(m)
+        return m * self.mask[:, :, None, None].to(m.dtype)
+
+    @property
+    def open_ratio(self) -> torch.Tensor:
+        """``v_bar``: mean of the soft mask per sample, from the last forward."""
+        if self.mask is None:
+            raise RuntimeError("open_ratio: run a forward pass first")
+        return self.mask.float().mean(dim=1)
+
+
+class ExtendedChannelAttention(ChannelAttention):
+    """The extended module of Section 3.3 (used with NFD): a 3x3 convolution and
+    batch norm before the pooling. The mask is computed from the conv+BN
+    features and applied to the input feature map (docs/paper-notes.md)."""
+
+    def __init__(self, channels: int, hidden: int = 512):
+        super().__init__(channels, hidden)
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        self._check(m)
+        self.mask = self.soft_mask(self.bn(self.conv(m)))
+        return m * self.mask[:, :, None, None].to(m.dtype)
+
+
+def beta_0(alpha: torch.Tensor) -> torch.Tensor:
+    """Eq. 6 on the kept fraction ``kappa = 1 - alpha``."""
+    kappa = 1 - alpha
+    return torch.sigmoid(7 * kappa - 3) + 1 - torch.sigmoid(torch.tensor(4.0, dtype=alpha.dtype,
+                                                                        device=alpha.device))
+
+
+class AuxLabels(nn.Module):
+    """Auxiliary label generator for a configuration ``"LMH=abc"`` (``0`` ->
+    ``beta_0``, ``1`` -> ``beta_1 = 1`` for band L, M, H) or ``"learnable"``
+    (eq. 8, with the parameter ``theta`` of eq. 9 trained with the model)."""
+
+    def __init__(self, config: str = "learnable"):
+        super().__init__()
+        kinds = chk.label_config(config)
+        self.config = config
+        self.learnable = kinds == "learnable"
+        if self.learnable:
+            self.theta = nn.Parameter(torch.zeros(3))
+        else:
+            self.register_buffer("fully_open", torch.tensor(kinds, dtype=torch.bool), persistent=False)
+
+    def basic_open_ratios(self) -> torch.Tensor:
+        """Eq. 9: ``b = 1.1 sigmoid(theta) / sum(sigmoid(theta))``."""
+        if not self.learnable:
+            raise RuntimeError(f"basic_open_ratios: config {self.config!r} has no theta")
+        s = torch.sigmoid(self.theta)
+        return 1.1 * s / s.sum()
+
+    def forward(self, band: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """Labels ``beta`` ``(B,)`` for band ids ``(B,)`` and suppression ratios ``(B,)``."""
+        if band.shape != alpha.shape or band.dim() != 1:
+            raise ValueError(f"band, alpha: expected two (B,) tensors, got {tuple(band.shape)} "
+                             f"and {tuple(alpha.shape)}")
+        alpha = alpha.float()
+        if self.learnable:
+            kappa = 1 - alpha
+            return (1 - kappa) * self.basic_open_ratios()[band] + kappa
+        return torch.where(self.fully_open.to(band.device)[band], torch.ones_like(alpha), beta_0(alpha))
+
+
+def aux_loss(open_ratio: torch.Tensor, beta: torch.Tensor, labelled: torch.Tensor,
+             lam: float = 100.0) -> torch.Tensor:
+    """Eq. 10 averaged over the labelled (power-suppressed) samples:
+    ``lam * mean_labelled (v_bar - beta)^2``; 0 when none is labelled. No host
+    sync (the count is clamped rather than tested)."""
+    lam = chk.nonneg_float(lam, "lam")
+    if not (open_ratio.shape == beta.shape == labelled.shape) or open_ratio.dim() != 1:
+        raise ValueError(f"open_ratio, beta, labelled: expected three (B,) tensors, got "
+                         f"{tuple(open_ratio.shape)}, {tuple(beta.shape)}, {tuple(labelled.shape)}")
+    w = labelled.to(open_ratio.dtype)
+    sq = (open_ratio - beta.to(open_ratio.dtype)) ** 2
+    return lam * (w * sq).sum() / w.sum().clamp_min(1)

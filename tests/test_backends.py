@@ -1,0 +1,344 @@
+"""Every available backend against fastfreq.reference on the same inputs and noise."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import fastfreq
+from fastfreq import reference as ref
+from fastfreq.backends import ext
+
+from .conftest import backend_params
+
+# Max abs error allowed, relative to the reference output's value range, per
+# input dtype (compute is float32 for all but float64; the output is rounded
+# to the input dtype).
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+SHAPES = [(1, 1, 2, 2), (3, 3, 32, 32), (4, 3, 40, 40), (2, 3, 37, 29), (5, 1, 8, 6)]
+BACKENDS = backend_params()
+
+
+def make_inputs(shape, seed=0, n_bands=5):
+    g = np.random.default_rng(seed)
+    B, C, H, W = shape
+    return dict(x=g.random(shape), band=np.arange(B) % 3, alpha_r=g.random((B, n_bands)),
+                noise=g.standard_normal((B, C, H, W // 2 + 1)))
+
+
+def run_both(backend, device, dtype, inp, alpha, sigma, use_ps=True, use_nfd=True, **kw):
+    B = inp["x"].shape[0]
+    x = torch.from_numpy(inp["x"]).to(device=device, dtype=dtype)
+    alpha_v = np.full(B, alpha)
+    args = dict(sigma=sigma, **kw)
+    if use_ps:
+        args.update(band=torch.from_numpy(inp["band"]).to(device), alpha=torch.from_numpy(alpha_v).to(device))
+    if use_nfd:
+        args.update(alpha_r=torch.from_numpy(inp["alpha_r"]).to(device),
+                    noise=torch.from_numpy(inp["noise"]).to(device))
+    out = fastfreq.spectral_augment(x, backend=backend, **args)
+    want = ref.spectral_augment(
+        x.double().cpu().numpy(), inp["band"] if use_ps else None, alpha_v if use_ps else None,
+        inp["alpha_r"] if use_nfd else None, inp["noise"] if use_nfd else None, sigma,
+        **{k: v for k, v in kw.items()})
+    return out, want
+
+
+def assert_close(out, want, dtype):
+    assert out.dtype == dtype
+    got = out.detach().double().cpu().numpy()
+    scale = max(float(np.ptp(want)), 1.0)
+    err = np.abs(got - want).max() / scale
+    assert err <= TOLERANCE[dtype], f"max error {err:.3g} > {TOLERANCE[dtype]:.3g}"
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("alpha", [0.0, 0.37, 1.0])
+@pytest.mark.parametrize("sigma", [0.0, 1.0, 3.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16],
+                         ids=str)
+def test_matches_reference(bd, shape, alpha, sigma, dtype):
+    backend, device = bd
+    inp = make_inputs(shape)
+    out, want = run_both(backend, device, dtype, inp, alpha, sigma)
+    assert_close(out, want, dtype)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("ps, nfd", [(True, False), (False, True)])
+def test_each_half_alone(bd, ps, nfd):
+    backend, device = bd
+    inp = make_inputs((3, 2, 16, 12), seed=3)
+    out, want = run_both(backend, device, torch.float64, inp, 0.6, 1.5, use_ps=ps, use_nfd=nfd)
+    assert_close(out, want, torch.float64)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_radius_scale_and_custom_bands(bd):
+    backend, device = bd
+    bands = ((0, 3.5), (4.5, 8), (9, 30))
+    inp = make_inputs((3, 2, 24, 20), seed=4, n_bands=3)
+    out, want = run_both(backend, device, torch.float64, inp, 0.8, 2.0, radius_scale=1.7,
+                         nfd_bands=bands)
+    assert_close(out, want, torch.float64)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("value", [0.0, 0.7])
+def test_constant_images(bd, value):
+    backend, device = bd
+    inp = make_inputs((3, 2, 10, 10), seed=5)
+    inp["x"] = np.full_like(inp["x"], value)
+    for dtype in (torch.float32, torch.float64):
+        out, want = run_both(backend, device, dtype, inp, 0.5, 1.0)
+        assert_close(out, want, dtype)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_layouts(bd):
+    backend, device = bd
+    inp = make_inputs((4, 3, 12, 10), seed=6)
+    x = torch.from_numpy(inp["x"]).float().to(device)
+    kw = dict(band=torch.from_numpy(inp["band"]).to(device), alpha=torch.full((4,), 0.5, device=device),
+              alpha_r=torch.from_numpy(inp["alpha_r"]).float().to(device),
+              noise=torch.from_numpy(inp["noise"]).float().to(device))
+    base = fastfreq.spectral_augment(x, backend=backend, **kw)
+    cl = fastfreq.spectral_augment(x.to(memory_format=torch.channels_last), backend=backend, **kw)
+    big = torch.zeros(4, 3, 12, 20, device=device)
+    big[..., ::2] = x
+    strided = fastfreq.spectral_augment(big[..., ::2], backend=backend, **kw)
+    torch.testing.assert_close(cl, base, rtol=0, atol=1e-5)
+    torch.testing.assert_close(strided, base, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_empty_batch(bd):
+    backend, device = bd
+    x = torch.zeros(0, 3, 8, 8, device=device)
+    out = fastfreq.spectral_augment(x, torch.zeros(0, dtype=torch.int64, device=device),
+                                    torch.zeros(0, device=device), torch.zeros(0, 5, device=device),
+                                    backend=backend)
+    assert out.shape == (0, 3, 8, 8)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_generator_reproducibility(bd):
+    backend, device = bd
+    x = torch.rand(3, 2, 16, 16, device=device)
+    ar = torch.rand(3, 5, device=device)
+
+    def run(seed):
+        g = torch.Generator(device=device).manual_seed(seed)
+        return fastfreq.nfd(x, ar, generator=g, backend=backend)
+
+    a, b, c = run(11), run(11), run(12)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_three_dim_input_and_letter_band():
+    x = torch.rand(3, 16, 16, dtype=torch.float64)
+    out = fastfreq.power_suppress(x, "M", 1.0, backend="torch")
+    want = ref.power_suppress(x[None].numpy(), 1, 1.0)[0]
+    assert out.shape == x.shape
+    assert np.allclose(out.numpy(), want)
+
+
+def test_numpy_backend_roundtrip():
+    inp = make_inputs((2, 3, 8, 8))
+    out, want = run_both("numpy", "cpu", torch.float64, inp, 0.4, 1.0)
+    assert np.array_equal(out.numpy(), want)
+
+
+def test_auto_resolution():
+    x = torch.zeros(1, 1, 4, 4)
+    assert fastfreq.resolve_backend("auto", x) == ("cpp" if ext.available() else "torch")
+
+
+# ------------------------------------------------------------ compiled op
+needs_ext = pytest.mark.skipif(not ext.available(), reason="fastfreq._C not built")
+
+
+def op_args(B=2, C=3, H=10, W=8, seeded=False):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(B, C, H, W, generator=g)
+    band = torch.tensor([0, 2])[:B]
+    alpha = torch.rand(B, generator=g)
+    ar = torch.rand(B, 5, generator=g)
+    noise = None if seeded else torch.randn(B, C, H, W // 2 + 1, generator=g)
+    seed = torch.tensor([42]) if seeded else None
+    edges = [float(v) for p in ref.PAPER_BANDS for v in p]
+    return (x, band, alpha, ar, noise, seed, edges, 1.0, 1.0)
+
+
+@needs_ext
+@pytest.mark.parametrize("seeded", [False, True])
+def test_opcheck(seeded):
+    torch.library.opcheck(torch.ops.fastfreq.spectral_augment.default, op_args(seeded=seeded))
+
+
+@needs_ext
+def test_torch_compile_fullgraph():
+    args = op_args()
+
+    def f(x, band, alpha, ar, noise):
+        return torch.ops.fastfreq.spectral_augment(x, band, alpha, ar, noise, None, args[6], 1.0, 1.0) * 2
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(*args[:5]), f(*args[:5]))
+
+
+@needs_ext
+def test_in_kernel_noise_is_the_explicit_philox_draw():
+    x, band, alpha, ar, _, seed, edges, sigma, rs = op_args(seeded=True)
+    inkernel = torch.ops.fastfreq.spectral_augment(x, band, alpha, ar, None, seed, edges, sigma, rs)
+    draw = ext.philox_normal(seed, (2, 3, 10, 5))
+    explicit = fastfreq.spectral_augment(x, band, alpha, ar, draw, backend="cpp")
+    assert torch.equal(inkernel, explicit)
+    want = ref.spectral_augment(x.double().numpy(), band.numpy(), alpha.double().numpy(),
+                                ar.double().numpy(), draw.double().numpy())
+    assert np.abs(inkernel.double().numpy() - want).max() < 1e-5
+
+
+@needs_ext
+def test_philox_draws_are_standard_normal():
+    z = ext.philox_normal(torch.tensor([3]), (400_000,)).double().numpy()
+    n = len(z)
+    assert abs(z.mean()) < 5 / math.sqrt(n)
+    assert abs(z.var() - 1) < 5 * math.sqrt(2 / n)
+    # a few quantiles of N(0, 1)
+    for q, v in [(0.025, -1.959964), (0.16, -0.994458), (0.5, 0.0), (0.84, 0.994458), (0.975, 1.959964)]:
+        assert abs(np.quantile(z, q) - v) < 0.02
+    assert abs(np.corrcoef(z[:-1], z[1:])[0, 1]) < 5 / math.sqrt(n)
+    # reproducible for a seed, different for another
+    assert torch.equal(ext.philox_normal(torch.tensor([3]), (16,)), ext.philox_normal(torch.tensor([3]), (16,)))
+    assert not torch.equal(ext.philox_normal(torch.tensor([3]), (16,)), ext.philox_normal(torch.tensor([4]), (16,)))
+
+
+@needs_ext
+def test_in_kernel_noise_statistics():
+    """Zero images: F(out) = R, so the in-kernel noise can be read back."""
+    B, C, H, W, sigma = 3000, 2, 8, 8, 2.0
+    bands = ((0, 2), (2, 4), (4, 6))
+    ar = torch.tensor([[1.0, 0.3, 0.0]]).repeat(B, 1)
+    out = fastfreq.nfd(torch.zeros(B, C, H, W, dtype=torch.float64), ar, sigma=sigma, nfd_bands=bands,
+                       generator=torch.Generator().manual_seed(5), backend="cpp")
+    R = torch.fft.fft2(out)
+    assert R.imag.abs().max() < 1e-9   # Hermitian
+    R = R.real.numpy()
+    want = sigma * np.clip(1 - ref.control_matrix(ar[:1].numpy(), H, W, nfd_bands=bands)[0], 0, None)
+    var = R.var(axis=0)
+    pos = want > 0
+    assert np.abs(var[:, pos] / want[pos] - 1).max() < 5 * math.sqrt(2 / B)
+    assert np.abs(R.mean(axis=0)).max() < 5 * math.sqrt(sigma / B)
+    # channels and images are independent
+    c = np.corrcoef(R[:, 0, 2, 3], R[:, 1, 2, 3])[0, 1]
+    i = np.corrcoef(R[:-1, 0, 2, 3], R[1:, 0, 2, 3])[0, 1]
+    assert abs(c) < 5 / math.sqrt(B) and abs(i) < 5 / math.sqrt(B)
+
+
+# --------------------------------------------------------------- bad input
+def good():
+    return dict(x=torch.rand(2, 3, 8, 8), band=torch.tensor([0, 1]), alpha=torch.tensor([0.2, 0.5]),
+                alpha_r=torch.rand(2, 5), noise=torch.randn(2, 3, 8, 5))
+
+
+@pytest.mark.parametrize("change, exc, match", [
+    (dict(x=torch.zeros(2, 3, 8, 8, dtype=torch.int32)), TypeError, "x: expected float"),
+    (dict(x=torch.zeros(1, 2, 3, 8, 8)), ValueError, "x: expected shape"),
+    (dict(x=torch.zeros(2, 3, 1, 8)), ValueError, "H: image sizes"),
+    (dict(band=torch.tensor([0, 3])), ValueError, r"band: expected values in \[0, 2\]"),
+    (dict(band=torch.tensor([0.0, 1.0])), TypeError, "band: expected integer"),
+    (dict(band=torch.tensor([0, 1, 2])), ValueError, r"band: expected shape \(2,\)"),
+    (dict(band="X"), ValueError, "band: expected one of"),
+    (dict(alpha=torch.tensor([0.2, 1.5])), ValueError, "alpha: expected values in"),
+    (dict(alpha=torch.tensor([0.2, float("nan")])), ValueError, "alpha: expected finite"),
+    (dict(alpha=None), ValueError, "band, alpha"),
+    (dict(alpha_r=torch.rand(2, 4)), ValueError, r"alpha_r: expected shape \(2, 5\)"),
+    (dict(alpha_r=torch.full((2, 5), -0.1)), ValueError, "alpha_r: expected values"),
+    (dict(noise=torch.randn(2, 3, 8, 8)), ValueError, "noise: expected the half-spectrum shape"),
+    (dict(noise=torch.full((2, 3, 8, 5), float("inf"))), ValueError, "noise: expected finite"),
+    (dict(sigma=-1.0), ValueError, "sigma"),
+    (dict(sigma=float("nan")), ValueError, "sigma"),
+    (dict(radius_scale=-2.0), ValueError, "radius_scale"),
+    (dict(nfd_bands=((0, 9),)), ValueError, r"alpha_r: expected shape \(2, 1\)"),
+    (dict(generator="seed"), TypeError, "generator"),
+    (dict(backend="fpga"), ValueError, "backend: expected one of"),
+])
+def test_bad_input(change, exc, match):
+    args = good()
+    args.update(change)
+    x = args.pop("x")
+    with pytest.raises(exc, match=match):
+        fastfreq.spectral_augment(x, **args)
+
+
+def test_backend_device_mismatch_errors():
+    x = torch.rand(1, 1, 8, 8)
+    if ext.available():
+        with pytest.raises(ValueError, match="backend='cuda'|fastfreq._C was built without"):
+            try:
+                fastfreq.power_suppress(x, 0, 0.5, backend="cuda")
+            except RuntimeError as e:  # extension without its CUDA part
+                raise ValueError(str(e))
+    else:
+        with pytest.raises(RuntimeError, match="pip install --no-build-isolation"):
+            fastfreq.power_suppress(x, 0, 0.5, backend="cpp")
+
+
+@needs_ext
+@pytest.mark.parametrize("change, match", [
+    (dict(band=torch.tensor([0, 5])), "band ids must be in"),
+    (dict(alpha=torch.tensor([0.5, 2.0])), "alpha must be in"),
+    (dict(alpha_r=torch.full((2, 5), 3.0)), "alpha_r must be in"),
+    (dict(noise=torch.randn(2, 3, 8, 8)), "noise must be floating of shape"),
+    (dict(band=torch.tensor([0, 1], dtype=torch.int32)), "band must be int64"),
+])
+def test_cpp_validates_without_python_checks(change, match):
+    """The C++ op checks its own inputs: bad values never reach a kernel."""
+    args = good()
+    args.update(change)
+    edges = [float(v) for p in ref.PAPER_BANDS for v in p]
+    with pytest.raises(RuntimeError, match=match):
+        torch.ops.fastfreq.spectral_augment(args["x"], args["band"], args["alpha"], args["alpha_r"],
+                                            args["noise"], None, edges, 1.0, 1.0)
+
+
+@needs_ext
+def test_cpp_rejects_missing_noise_and_seed():
+    a = good()
+    with pytest.raises(RuntimeError, match="exactly one of noise and seed"):
+        torch.ops.fastfreq.spectral_augment(a["x"], None, None, a["alpha_r"], None, None,
+                                            [0.0, 9.0] * 5, 1.0, 1.0)
+
+
+@pytest.mark.gpu
+def test_device_mismatch_on_gpu():
+    x = torch.rand(2, 3, 8, 8, device="cuda")
+    with pytest.raises(ValueError, match="alpha: is on cpu but x is on cuda"):
+        fastfreq.power_suppress(x, torch.tensor([0, 1], device="cuda"), torch.tensor([0.1, 0.2]))
+    with pytest.raises(ValueError, match="generator: is on cpu"):
+        fastfreq.nfd(x, torch.rand(2, 5, device="cuda"), generator=torch.Generator())
+
+
+@pytest.mark.gpu
+@needs_ext
+def test_cuda_in_kernel_noise_matches_cpu():
+    """CPU and CUDA kernels draw the same Philox noise for the same seed."""
+    args = list(op_args(seeded=True))
+    cpu = torch.ops.fastfreq.spectral_augment(*args)
+    gpu_args = [a.cuda() if isinstance(a, torch.Tensor) else a for a in args]
+    gpu = torch.ops.fastfreq.spectral_augment(*gpu_args)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-4)
+
+
+@pytest.mark.gpu
+@needs_ext
+def test_cuda_compile_fullgraph():
+    args = [a.cuda() if isinstance(a, torch.Tensor) else a for a in op_args()]
+
+    def f(x, band, alpha, ar, noise):
+        return torch.ops.fastfreq.spectral_augment(x, band, alpha, ar, noise, None, args[6], 1.0, 1.0) + 1
+
+    torch.testing.assert_close(torch.compile(f, fullgraph=True)(*args[:5]), f(*args[:5]))

@@ -1,0 +1,171 @@
+"""Augmentation modules: parameter distributions, p, same_on_batch, replay, determinism."""
+import numpy as np
+import pytest
+import torch
+
+import fastfreq
+from fastfreq import reference as ref
+from fastfreq.transforms import NFD, PowerSuppression, SpectralAugment, sample_control_weights
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_power_suppression_param_distribution():
+    ps = PowerSuppression(p=0.5, bands=("L", "H"), alpha=(0.2, 0.6), generator=gen())
+    p = ps.sample_params(20000)
+    applied = p["applied"]
+    assert abs(applied.float().mean() - 0.5) < 0.02
+    assert set(p["band"].unique().tolist()) == {0, 2}
+    assert abs((p["band"] == 0).float().mean() - 0.5) < 0.02
+    a = p["alpha"][applied]
+    assert a.min() >= 0.2 and a.max() <= 0.6
+    assert abs(a.mean() - 0.4) < 0.01
+    assert torch.all(p["alpha"][~applied] == 0)
+
+
+def test_control_weights_rule():
+    w = sample_control_weights(5000, 5, generator=gen(1))
+    frac = (w > 0) & (w < 1)
+    assert torch.all(frac.sum(1) == 1)
+    assert set(w[~frac].unique().tolist()) <= {0.0, 1.0}
+    assert abs(w[~frac].mean() - 0.5) < 0.02
+    counts = torch.bincount(frac.float().argmax(1), minlength=5).float() / 5000
+    assert torch.all((counts - 0.2).abs() < 0.03)
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_p_extremes(p):
+    x = torch.rand(6, 3, 16, 16)
+    ps = PowerSuppression(p=p, alpha=(1.0, 1.0), generator=gen())
+    out, params = ps(x)
+    if p == 0:
+        assert torch.equal(out, x) and not params["applied"].any()
+    else:
+        assert params["applied"].all() and not torch.allclose(out, x, atol=1e-3)
+
+
+def test_applied_samples_match_functional():
+    x = torch.rand(8, 3, 16, 16, dtype=torch.float64)
+    ps = PowerSuppression(p=0.5, generator=gen(3))
+    out, params = ps(x)
+    want = ref.power_suppress(x.numpy(), params["band"].numpy(), params["alpha"].numpy())
+    assert np.allclose(out.numpy(), want, atol=1e-10)
+    assert torch.equal(out[~params["applied"]], x[~params["applied"]])
+
+
+def test_same_on_batch():
+    ps = PowerSuppression(p=0.7, same_on_batch=True, generator=gen())
+    p = ps.sample_params(10)
+    for k in ("applied", "band", "alpha"):
+        assert torch.all(p[k] == p[k][0])
+    nf = NFD(same_on_batch=True, generator=gen())
+    q = nf.sample_params(10)
+    assert torch.all(q["alpha_r"] == q["alpha_r"][0])
+
+
+@pytest.mark.parametrize("module", [
+    lambda: PowerSuppression(p=0.6, generator=gen(4)),
+    lambda: NFD(sigma=2.0, p=0.7, generator=gen(4)),
+    lambda: SpectralAugment(ps_p=0.5, sigma=1.5, nfd_p=0.8, generator=gen(4)),
+    lambda: SpectralAugment(ps_p=0.5, sigma=1.5, generator=gen(4), backend="torch"),
+])
+def test_replay_and_determinism(module):
+    x = torch.rand(5, 3, 20, 20)
+    m = module()
+    out, params = m(x)
+    again, _ = m(x, params=params)
+    assert torch.equal(out, again)
+    out2, _ = module()(x)  # fresh module, same generator seed
+    assert torch.equal(out, out2)
+    out3, _ = m(x)  # next draw differs
+    assert not torch.equal(out, out3)
+
+
+def test_single_image_input():
+    x = torch.rand(3, 16, 16)
+    out, params = SpectralAugment(ps_p=1.0, generator=gen())(x)
+    assert out.shape == x.shape
+    assert params["ps"]["band"].shape == (1,)
+
+
+def test_spectral_augment_is_ps_then_nfd():
+    x = torch.rand(4, 3, 16, 16, dtype=torch.float64)
+    m = SpectralAugment(ps_p=1.0, sigma=2.0, generator=gen(5), backend="torch")
+    out, params = m(x)
+    seed = params["nfd"]["seed"]
+    from fastfreq.philox import philox_normal
+    noise = philox_normal(seed, (4, 3, 16, 9)).double().numpy()
+    want = ref.spectral_augment(x.numpy(), params["ps"]["band"].numpy(), params["ps"]["alpha"].numpy(),
+                                params["nfd"]["alpha_r"].numpy(), noise, 2.0)
+    assert np.allclose(out.numpy(), want, atol=1e-9)
+
+
+def test_nfd_replay_is_the_same_on_every_backend():
+    x = torch.rand(3, 3, 16, 16)
+    nf = NFD(generator=gen(6))
+    params = nf.sample_params(3, size=(16, 16))
+    outs = []
+    for backend in ("torch", "cpp") if fastfreq.backends.ext.available() else ("torch",):
+        nf.backend = backend
+        outs.append(nf(x, params=params)[0])
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0], rtol=0, atol=1e-5)
+
+
+def test_equal_coverage_bands_are_used():
+    nf = NFD(bands="equal-coverage", generator=gen())
+    p = nf.sample_params(2, size=(32, 32))
+    assert p["alpha_r"].shape == (2, 5)
+    out, _ = nf(torch.rand(2, 3, 32, 32), params=p)
+    assert out.shape == (2, 3, 32, 32)
+
+
+def test_dataloader_worker_style_use():
+    """Single CPU images in a Dataset, as a DataLoader worker would see them."""
+    aug = SpectralAugment(ps_p=0.5, generator=gen(7))
+
+    class DS(torch.utils.data.Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return aug(torch.rand(3, 12, 12))[0]
+
+    batch = next(iter(torch.utils.data.DataLoader(DS(), batch_size=6)))
+    assert batch.shape == (6, 3, 12, 12) and torch.isfinite(batch).all()
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: PowerSuppression(p=1.5), "p: expected a probability"),
+    (lambda: PowerSuppression(bands=("L", "X")), "band: expected one of"),
+    (lambda: PowerSuppression(bands="LMH"), "bands: expected a non-empty sequence"),
+    (lambda: PowerSuppression(alpha=(0.8, 0.2)), "alpha: expected a range"),
+    (lambda: NFD(sigma=-1), "sigma"),
+    (lambda: NFD(p=-0.1), "p: expected a probability"),
+    (lambda: NFD(bands="wide"), "bands: expected 'paper'"),
+    (lambda: NFD(bands=((5, 2),)), "nfd_bands"),
+])
+def test_bad_module_arguments(make, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make()
+
+
+def test_bad_module_input():
+    with pytest.raises(ValueError, match="x: expected"):
+        PowerSuppression()(torch.rand(2, 2, 3, 8, 8))
+    with pytest.raises(TypeError, match="generator"):
+        NFD(generator=123)
+
+
+@pytest.mark.gpu
+def test_gpu_batch_without_host_sync():
+    x = torch.rand(64, 3, 40, 40, device="cuda")
+    aug = SpectralAugment(generator=torch.Generator(device="cuda").manual_seed(0))
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out, params = aug(x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.shape == x.shape and out.device.type == "cuda"
