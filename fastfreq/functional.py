@@ -15,11 +15,11 @@ import torch
 
 from . import _checks as chk
 from . import reference
-from .backends import ext, torch_fft
+from .backends import ext, torch_fft, triton_kernel
 from .philox import philox_normal
 from .reference import PAPER_BANDS
 
-BACKENDS = ("auto", "numpy", "torch", "cpp", "cuda")
+BACKENDS = ("auto", "numpy", "torch", "cpp", "cuda", "triton")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -140,8 +140,21 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
         if dev == "cpu":
             return "cpp" if ext.available() else "torch"
         if dev == "cuda":
+            if triton_kernel.supports(x):
+                return "triton"
             return "cuda" if ext.has_cuda() else "torch"
         return "torch"
+    if backend == "triton":
+        if not triton_kernel.available():
+            raise RuntimeError(f"backend='triton': Triton is not importable "
+                               f"({triton_kernel.IMPORT_ERROR}); `pip install triton`")
+        if max(x.shape[-2:]) > triton_kernel.MAX_SIDE:
+            raise ValueError(f"backend='triton': images up to {triton_kernel.MAX_SIDE}x"
+                             f"{triton_kernel.MAX_SIDE}, got {x.shape[-2]}x{x.shape[-1]}; use "
+                             "backend='cuda' or 'auto'")
+        if not triton_kernel.supports(x):
+            raise ValueError(f"backend='triton' runs on CUDA tensors (or on CPU tensors under "
+                             f"TRITON_INTERPRET=1), x is on {x.device}")
     if backend == "cpp":
         ext.require("cpu")
         if dev != "cpu":
@@ -172,12 +185,16 @@ def _run_numpy(a: _Args) -> torch.Tensor:
     return torch.from_numpy(out).to(device=a.x.device, dtype=a.x.dtype)
 
 
-def _dispatch(a: _Args, backend: str) -> torch.Tensor:
+def _dispatch(a: _Args, backend: str, precision=None) -> torch.Tensor:
     name = resolve_backend(backend, a.x)
     if a.x.numel() == 0:
         return torch.empty(a.x.shape, dtype=a.x.dtype, device=a.x.device)
     if name == "numpy":
         return _run_numpy(a)
+    if name == "triton":
+        return triton_kernel.spectral_augment(a.x, a.band, a.alpha, a.alpha_r, a.noise, a.sigma,
+                                              a.radius_scale, a.nfd_bands, a.generator, a.seed,
+                                              precision)
     impl = torch_fft.spectral_augment if name == "torch" else ext.spectral_augment
     return impl(a.x, a.band, a.alpha, a.alpha_r, a.noise, a.sigma, a.radius_scale,
                 a.nfd_bands, a.generator, a.seed)
@@ -192,7 +209,7 @@ def _batched(x):
 
 def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1.0, *,
                      radius_scale=1.0, nfd_bands=PAPER_BANDS, generator=None, backend="auto",
-                     seed=None, check_values=True):
+                     seed=None, precision=None, check_values=True):
     """Power suppression (eq. 5) then NFD (eq. 12) in one FFT round trip.
 
     x: ``(B, C, H, W)`` or ``(C, H, W)`` float16/bfloat16/float32/float64 images.
@@ -203,6 +220,8 @@ def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1
         draw it from ``generator`` (in-kernel Philox for the compiled backends).
     seed: instead of ``noise``, the Philox key (int or int64 tensor) of the
         draw: every backend then adds the same noise (replay).
+    precision: matrix-product precision of the Triton backend, "ieee",
+        "tf32x3" or "tf32" (default: fastfreq.backends.triton_kernel.DEFAULT_PRECISION).
     check_values: validate value ranges (one host sync on GPU); internal
         callers that generate valid parameters turn it off.
     """
@@ -212,22 +231,23 @@ def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1
         noise = noise.unsqueeze(0)
     a = _prepare(x4, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
                  check_values, seed)
-    return unbatch(_dispatch(a, backend))
+    return unbatch(_dispatch(a, backend, precision))
 
 
-def power_suppress(x, band, alpha, *, radius_scale=1.0, backend="auto", check_values=True):
+def power_suppress(x, band, alpha, *, radius_scale=1.0, backend="auto", precision=None,
+                   check_values=True):
     """Eq. 5, ``F^-1(F(x) * (1 - alpha (1 - M_band)))``."""
     if band is None or alpha is None:
         raise ValueError("band, alpha: power_suppress needs both")
     return spectral_augment(x, band, alpha, radius_scale=radius_scale, backend=backend,
-                            check_values=check_values)
+                            precision=precision, check_values=check_values)
 
 
 def nfd(x, alpha_r, noise=None, sigma=1.0, *, nfd_bands=PAPER_BANDS, generator=None,
-        backend="auto", seed=None, check_values=True):
+        backend="auto", seed=None, precision=None, check_values=True):
     """Eq. 12, ``F^-1(F(x) + R_sigma(M) * Dir F(x))``."""
     if alpha_r is None:
         raise ValueError("alpha_r: nfd needs control weights of shape (B, n_bands)")
     return spectral_augment(x, alpha_r=alpha_r, noise=noise, sigma=sigma, nfd_bands=nfd_bands,
-                            generator=generator, backend=backend, seed=seed,
+                            generator=generator, backend=backend, seed=seed, precision=precision,
                             check_values=check_values)

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from fastfreq.backends import ext
+# Without a GPU the Triton kernels run under Triton's interpreter on CPU
+# tensors; the variable must be set before Triton jits anything.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from fastfreq.backends import ext  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
