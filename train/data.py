@@ -1,0 +1,296 @@
+"""Data for training and robustness evaluation (paper Section 4).
+
+* CIFAR-10 in the standard ``cifar-10-batches-py`` pickle layout (no MD5 check,
+  so re-encoded copies load).
+* CIFAR-10-C in its standard layout (``<corruption>.npy`` of shape
+  ``(5N, 32, 32, 3)`` uint8, severities 1..5 stacked, and ``labels.npy``).
+* An embedded synthetic 10-class dataset (no download) whose classes differ
+  in structure across several frequency bands, plus its corrupted test set
+  written in the CIFAR-10-C layout so evaluation runs the same code.
+* ``DeviceLoader``: the whole split as one tensor on the device, shuffled per
+  epoch with a seeded generator, augmented there batch by batch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+
+import numpy as np
+import torch
+
+from fastfreq.corruptions import CORRUPTIONS, corrupt
+
+BENCHMARK_15 = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
+                "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
+                "elastic_transform", "pixelate", "jpeg_compression")
+EXTRA_4 = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+ALL_19 = BENCHMARK_15 + EXTRA_4
+CORRUPTION_SETS = {"15": BENCHMARK_15, "extra": EXTRA_4, "19": ALL_19,
+                   "builtin": tuple(c for c in ALL_19 if c in CORRUPTIONS)}
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+WHERE_FROM = ("CIFAR-10 comes from torchvision's download (--download) or from "
+              "../shared/data/build_cifar10.py OUT_DIR")
+WHERE_FROM_C = ("CIFAR-10-C is Hendrycks & Dietterich's benchmark (zenodo record 2535967); a "
+                "500-image sample lives in ../shared/data/CIFAR-10-C-sample")
+
+
+class DataError(ValueError):
+    """A dataset file is missing or not in the expected layout."""
+
+
+# ---------------------------------------------------------------- CIFAR-10
+def _batch_dir(root: str) -> str:
+    for cand in (os.path.join(root, "cifar-10-batches-py"), root):
+        if os.path.exists(os.path.join(cand, "test_batch")):
+            return cand
+    raise DataError(f"root: no CIFAR-10 at {root!r}: expected {root}/cifar-10-batches-py/"
+                    f"{{data_batch_1..5,test_batch}} (pickled dicts with 'data' uint8 (N, 3072) and "
+                    f"'labels'). {WHERE_FROM}")
+
+
+def _read_batch(path: str):
+    if not os.path.exists(path):
+        raise DataError(f"{path}: missing; expected the cifar-10-batches-py layout. {WHERE_FROM}")
+    with open(path, "rb") as f:
+        d = pickle.load(f, encoding="latin1")
+    data = np.asarray(d.get("data"))
+    labels = np.asarray(d.get("labels", d.get("fine_labels")))
+    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
+        raise DataError(f"{path}: 'data' must be uint8 of shape (N, 3072), got {data.dtype} {data.shape}")
+    if labels.shape != (data.shape[0],):
+        raise DataError(f"{path}: {len(labels)} labels for {data.shape[0]} images")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def load_cifar10(root: str, split: str = "train", download: bool = False):
+    """``(images uint8 (N, 3, 32, 32), labels int64 (N,))`` of a split."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    if download and not any(os.path.exists(os.path.join(p, "test_batch"))
+                            for p in (root, os.path.join(root, "cifar-10-batches-py"))):
+        try:
+            import torchvision
+        except ImportError as exc:
+            raise DataError(f"download: needs torchvision ({exc}); {WHERE_FROM}") from None
+        torchvision.datasets.CIFAR10(root, download=True)
+    d = _batch_dir(root)
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    parts = [_read_batch(os.path.join(d, n)) for n in names]
+    return (torch.from_numpy(np.concatenate([p[0] for p in parts])),
+            torch.from_numpy(np.concatenate([p[1] for p in parts])))
+
+
+# ---------------------------------------------------------------- CIFAR-10-C
+class CIFAR10C:
+    """A CIFAR-10-C folder: ``<corruption>.npy`` (5N, 32, 32, 3) uint8 with
+    severities 1..5 stacked, and ``labels.npy`` (5N,). N need not be 10,000."""
+
+    def __init__(self, root: str):
+        self.root = root
+        path = os.path.join(root, "labels.npy")
+        if not os.path.exists(path):
+            raise DataError(f"{path}: missing; expected a CIFAR-10-C folder with labels.npy and "
+                            f"<corruption>.npy files. {WHERE_FROM_C}")
+        labels = np.load(path)
+        if labels.ndim != 1 or len(labels) % 5:
+            raise DataError(f"{path}: expected shape (5N,) with severities 1..5 stacked, got {labels.shape}")
+        self.labels = labels.astype(np.int64)
+        self.n = len(labels) // 5
+
+    def available(self, names=ALL_19):
+        return tuple(n for n in names if os.path.exists(os.path.join(self.root, f"{n}.npy")))
+
+    def load(self, name: str) -> np.ndarray:
+        if name not in ALL_19:
+            raise ValueError(f"name: unknown corruption {name!r}; valid: {', '.join(ALL_19)}")
+        path = os.path.join(self.root, f"{name}.npy")
+        if not os.path.exists(path):
+            raise DataError(f"{path}: missing. {WHERE_FROM_C}")
+        arr = np.load(path, mmap_mode="r")
+        if arr.shape != (5 * self.n, 32, 32, 3) or arr.dtype != np.uint8:
+            raise DataError(f"{path}: expected uint8 of shape ({5 * self.n}, 32, 32, 3) to match "
+                            f"labels.npy, got {arr.dtype} {arr.shape}")
+        return arr
+
+    def severity(self, name: str, severity: int):
+        """``(images uint8 (N, 3, 32, 32), labels (N,))`` of one corruption and severity."""
+        if not 1 <= severity <= 5:
+            raise ValueError(f"severity: expected 1..5, got {severity}")
+        lo, hi = (severity - 1) * self.n, severity * self.n
+        imgs = torch.from_numpy(np.ascontiguousarray(self.load(name)[lo:hi])).permute(0, 3, 1, 2)
+        return imgs.contiguous(), torch.from_numpy(self.labels[lo:hi])
+
+    def iterate(self, names=ALL_19, severities=range(1, 6)):
+        """Yield ``(name, severity, images, labels)``."""
+        for name in names:
+            for s in severities:
+                yield (name, s, *self.severity(name, s))
+
+
+# ---------------------------------------------------------------- synthetic data
+N_CLASSES = 10
+# cycles per image of the three component bands
+_BANDS = ((1.5, 3.0), (5.0, 8.0), (10.0, 14.0))
+
+
+def _class_signatures(seed: int = 2024):
+    """Per class and band: an orientation and a frequency, plus a colour tint."""
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.rand(N_CLASSES, 3, generator=g) * math.pi
+    freq = torch.stack([lo + (hi - lo) * torch.rand(N_CLASSES, generator=g) for lo, hi in _BANDS], 1)
+    tint = 0.5 + 0.5 * torch.rand(N_CLASSES, 3, generator=g)
+    return theta, freq, tint
+
+
+def synthetic_dataset(n: int, seed: int = 0, size: int = 32):
+    """``(images uint8 (n, 3, size, size), labels (n,))``: each class is a set of
+    three oriented gratings (low, medium and high frequency) with random phases,
+    jittered orientation/frequency/amplitude, a colour tint and 1/f background
+    noise. Deterministic for a seed."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive int, got {n!r}")
+    theta, freq, tint = _class_signatures()
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, N_CLASSES, (n,), generator=g)
+    y, x = torch.meshgrid(torch.arange(size) / size, torch.arange(size) / size, indexing="ij")
+    img = torch.zeros(n, size, size)
+    for band in range(3):
+        th = theta[labels, band] + 0.15 * torch.randn(n, generator=g)
+        f = freq[labels, band] * (1 + 0.08 * torch.randn(n, generator=g))
+        phase = 2 * math.pi * torch.rand(n, generator=g)
+        amp = 0.06 + 0.1 * torch.rand(n, generator=g)
+        arg = f[:, None, None] * (torch.cos(th)[:, None, None] * x + torch.sin(th)[:, None, None] * y)
+        img += amp[:, None, None] * torch.cos(2 * math.pi * arg + phase[:, None, None])
+    # 1/f background noise, the statistics of natural images
+    spec = torch.randn(n, size, size, generator=g, dtype=torch.float32) + 0j
+    ky = torch.fft.fftfreq(size) * size
+    r = torch.sqrt(ky[:, None] ** 2 + ky[None, :] ** 2).clamp_min(1)
+    noise = torch.fft.ifft2(spec / r).real
+    noise = 0.12 * noise / noise.std(dim=(1, 2), keepdim=True)
+    base = 0.3 + 0.4 * torch.rand(n, 3, generator=g)
+    colour = tint[labels] * (0.8 + 0.4 * torch.rand(n, 3, generator=g))
+    rgb = base[:, :, None, None] + colour[:, :, None, None] * (img + noise)[:, None]
+    return (rgb.clamp(0, 1) * 255).round().to(torch.uint8), labels
+
+
+def build_synthetic_c(root: str, n: int = 2000, seed: int = 1, names=None) -> str:
+    """Write the synthetic test split corrupted by the built-in corruptions in the
+    CIFAR-10-C layout under ``root`` (skipped when already there). Returns root."""
+    names = tuple(CORRUPTIONS) if names is None else tuple(names)
+    marker = os.path.join(root, f".complete-{n}-{seed}-{len(names)}")
+    if os.path.exists(marker):
+        return root
+    os.makedirs(root, exist_ok=True)
+    imgs, labels = synthetic_dataset(n, seed)
+    x = imgs.float() / 255
+    g = torch.Generator().manual_seed(seed)
+    for name in names:
+        sev = [corrupt(x, name, s, generator=g) for s in range(1, 6)]
+        # uint8 truncation, as the original generator's np.uint8(...)
+        arr = (torch.cat(sev) * 255).floor().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        _atomic_save(os.path.join(root, f"{name}.npy"), arr)
+    _atomic_save(os.path.join(root, "labels.npy"), np.tile(labels.numpy().astype(np.uint8), 5))
+    open(marker, "w").close()
+    return root
+
+
+def _atomic_save(path: str, arr: np.ndarray):
+    tmp = path + ".tmp.npy"
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- device loader
+class DeviceLoader:
+    """Batches of one split held on ``device`` (uint8), augmented there.
+
+    Training order per batch: zero-pad ``pad`` -> ``augment`` (e.g.
+    ``SpectralAugment``: power suppression, then NFD) -> random crop back to
+    the original size -> horizontal flip -> normalise; all per sample, no host
+    round trips. Iteration yields ``(x, y, params)`` where ``params`` are the
+    augmentation's (for the APS labels; ``None`` without augmentation).
+    ``rank``/``world_size`` shard each epoch's permutation (equal shard sizes).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128, *,
+                 device="cpu", train: bool = True, augment=None, pad: int = 4, flip: bool = True,
+                 mean=CIFAR_MEAN, std=CIFAR_STD, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False):
+        if images.dim() != 4 or images.shape[0] != labels.shape[0]:
+            raise ValueError(f"images, labels: expected (N, C, H, W) and (N,), got "
+                             f"{tuple(images.shape)} and {tuple(labels.shape)}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank: expected 0 <= rank < world_size={world_size}, got {rank}")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size, self.train, self.augment = batch_size, train, augment
+        self.pad, self.flip = pad, flip
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        self.seed, self.rank, self.world_size, self.drop_last = seed, rank, world_size, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        n = self.images.shape[0]
+        if self.train:
+            g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+            perm = torch.randperm(n, generator=g)
+        else:
+            perm = torch.arange(n)
+        per_rank = n // self.world_size if self.world_size > 1 else n
+        return perm[self.rank::self.world_size][:per_rank].to(self.device)
+
+    def __len__(self):
+        n = self.images.shape[0] // self.world_size if self.world_size > 1 else self.images.shape[0]
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def _generator(self):
+        g = torch.Generator(device=self.device)
+        g.manual_seed((self.seed * 1000003 + self.epoch) * 1009 + self.rank)
+        return g
+
+    def __iter__(self):
+        idx = self._indices()
+        g = self._generator() if self.train else None
+        if self.augment is not None and self.train:
+            self.augment_generator(g)
+        for i in range(len(self)):
+            sel = idx[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.images[sel].float() / 255
+            params = None
+            if self.train:
+                x, params = self._train_transform(x, g)
+            yield (x - self.mean) / self.std, self.labels[sel], params
+
+    def augment_generator(self, g):
+        """Point the augmentation's sampling at this loader's per-epoch generator."""
+        for m in self.augment.modules():
+            if hasattr(m, "generator"):
+                m.generator = g
+
+    def _train_transform(self, x, g):
+        B, C, H, W = x.shape
+        p = self.pad
+        if p:
+            x = torch.nn.functional.pad(x, (p, p, p, p))
+        params = None
+        if self.augment is not None:
+            x, params = self.augment(x)
+        if p:
+            off = torch.randint(0, 2 * p + 1, (B, 2), generator=g, device=self.device)
+            rows = off[:, 0:1] + torch.arange(H, device=self.device)
+            cols = off[:, 1:2] + torch.arange(W, device=self.device)
+            b = torch.arange(B, device=self.device)[:, None, None]
+            x = x.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+        if self.flip:
+            flip = torch.rand(B, generator=g, device=self.device) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x.contiguous(), params
