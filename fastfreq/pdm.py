@@ -74,7 +74,7 @@ def frequency_response(first_block: Callable[[torch.Tensor], torch.Tensor], C: i
     if progress:
         from tqdm import tqdm
 
-        chunks = tqdm(chunks, desc="PDM probes", unit="batch")
+        chunks = tqdm(chunks, desc="PDM probes", unit="batch", disable=None)
     out = []
     for i in chunks:
         feat = first_block(channel_pdms(C, H, W, t, start=i, stop=i + batch_size, device=device))

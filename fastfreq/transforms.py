@@ -172,8 +172,9 @@ class NFD(_Augment):
 class SpectralAugment(nn.Module):
     """Power suppression then NFD (Section 4.2) in ONE call of the fused op.
 
-    Samples where NFD is not applied (``nfd_p < 1``) need a second,
+    Samples where NFD is not applied (``0 < nfd_p < 1``) need a second,
     suppression-only call; with the paper's ``nfd_p = 1`` there is one call.
+    ``ps_p = 0`` or ``nfd_p = 0`` (or ``sigma = 0``) leaves that half out.
     ``params`` = ``{"ps": ..., "nfd": ...}``.
     """
 
@@ -197,12 +198,19 @@ class SpectralAugment(nn.Module):
         if params is None:
             params = self.sample_params(x4.shape[0], x4.device, tuple(x4.shape[-2:]))
         ps, nf = params["ps"], params["nfd"]
-        bands = resolve_nfd_bands(self.nfd.bands, *x4.shape[-2:])
-        # alpha is 0 where suppression is not applied: the gain is then exactly 1
-        out = F.spectral_augment(x4, ps["band"], ps["alpha"], nf["alpha_r"], sigma=self.nfd.sigma,
-                                 radius_scale=self.ps.radius_scale, nfd_bands=bands,
-                                 seed=nf["seed"], backend=self.backend, check_values=False)
-        if self.nfd.p < 1:
-            ps_only = self.ps.apply_params(x4, ps)
-            out = torch.where(nf["applied"][:, None, None, None], out, ps_only)
+        use_ps = self.ps.p > 0
+        use_nfd = self.nfd.p > 0 and self.nfd.sigma > 0
+        if not use_nfd:
+            out = self.ps.apply_params(x4, ps)
+        elif not use_ps:
+            out = self.nfd.apply_params(x4, nf)
+        else:
+            bands = resolve_nfd_bands(self.nfd.bands, *x4.shape[-2:])
+            # alpha is 0 where suppression is not applied: the gain is then exactly 1
+            out = F.spectral_augment(x4, ps["band"], ps["alpha"], nf["alpha_r"], sigma=self.nfd.sigma,
+                                     radius_scale=self.ps.radius_scale, nfd_bands=bands,
+                                     seed=nf["seed"], backend=self.backend, check_values=False)
+            if self.nfd.p < 1:
+                ps_only = self.ps.apply_params(x4, ps)
+                out = torch.where(nf["applied"][:, None, None, None], out, ps_only)
         return (out[0] if single else out), params

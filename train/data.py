@@ -119,7 +119,7 @@ class CIFAR10C:
         if not 1 <= severity <= 5:
             raise ValueError(f"severity: expected 1..5, got {severity}")
         lo, hi = (severity - 1) * self.n, severity * self.n
-        imgs = torch.from_numpy(np.ascontiguousarray(self.load(name)[lo:hi])).permute(0, 3, 1, 2)
+        imgs = torch.from_numpy(np.array(self.load(name)[lo:hi])).permute(0, 3, 1, 2)
         return imgs.contiguous(), torch.from_numpy(self.labels[lo:hi])
 
     def iterate(self, names=ALL_19, severities=range(1, 6)):
@@ -294,3 +294,23 @@ class DeviceLoader:
             flip = torch.rand(B, generator=g, device=self.device) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x.contiguous(), params
+
+
+def corruption_change_table(clean: torch.Tensor, cset: CIFAR10C, names, seed: int = 0) -> dict:
+    """``{name: [(ours, sample), ...] per severity}``: the mean absolute change
+    (0..255) from the clean uint8 images made by the built-in corruption and
+    found in a CIFAR-10-C folder of the same images (uint8 truncation as the
+    original generator)."""
+    x = clean.float() / 255
+    g = torch.Generator().manual_seed(seed)
+    table = {}
+    for name in names:
+        rows = []
+        for s in range(1, 6):
+            ours = (corrupt(x, name, s, generator=g) * 255).floor()
+            theirs, _ = cset.severity(name, s)
+            n = min(len(clean), len(theirs))
+            rows.append((float((ours[:n] - clean[:n].float()).abs().mean()),
+                         float((theirs[:n].float() - clean[:n].float()).abs().mean())))
+        table[name] = rows
+    return table

@@ -1,0 +1,197 @@
+"""Models, metrics, a tiny end-to-end run, resume, NaN handling, DDP, tables."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from train import engine
+from train.config import RunConfig
+from train.evaluate import relative_mce, summarise
+from train.models import build_model
+from train.presets import PRESETS, get_preset
+from train.table import aggregate, load_runs, write_table
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg16", "vgg16_bn", "small", "tiny"])
+@pytest.mark.parametrize("attention", [None, "basic", "extended"])
+def test_model_shapes_and_attention_slot(name, attention):
+    m = build_model(name, attention=attention, hidden=32)
+    x = torch.rand(2, 3, 32, 32)
+    assert m(x).shape == (2, 10)
+    fb = m.first_block(x)
+    assert fb.dim() == 4 and fb.shape[0] == 2 and fb.min() >= 0
+    if attention:
+        assert m.open_ratio.shape == (2,)
+    else:
+        assert m.open_ratio is None
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match="valid: resnet18, vgg16"):
+        build_model("resnet50")
+    with pytest.raises(ValueError, match="valid: demo"):
+        get_preset("table9")
+    with pytest.raises(ValueError, match="labels.*attention"):
+        RunConfig(labels="learnable", ps=True)
+
+
+def test_presets_cover_the_paper():
+    assert {"t3-nat", "t3-sup", "t3-nfd", "t3-both", "t3-both+att", "demo"} <= set(PRESETS)
+    assert sum(k.startswith("t2-vgg16-LMH=") for k in PRESETS) == 8
+    assert sum(k.startswith("t4-") for k in PRESETS) == 8
+    cfg = get_preset("t3-both", epochs=9)
+    assert cfg.epochs == 9 and cfg.lr == 0.1 and cfg.model == "resnet18"
+
+
+def test_mce_arithmetic():
+    run = {"a": [90, 80, 70, 60, 50], "b": [100, 100, 100, 100, 100]}
+    base = {"a": [80, 60, 40, 20, 0], "b": [90, 90, 90, 90, 90]}
+    # a: errors 150 / 300 = 0.5; b: 0 / 50 = 0 -> mean 0.25 -> 25
+    assert relative_mce(run, base) == pytest.approx(25.0)
+    s = summarise(run)
+    assert s["rob_all"] == pytest.approx((70 + 100) / 2)
+    assert s["mce_unnorm_all"] == pytest.approx(15.0)
+    assert "rob_15" not in s
+
+
+def tiny(**kw):
+    base = dict(epochs=2, n_train=384, n_test=100, batch_size=64)
+    base.update(kw)
+    return get_preset("demo", **base)
+
+
+def test_tiny_run_end_to_end(tmp_path):
+    res = engine.run(tiny(epochs=1), str(tmp_path), progress=False)
+    d = tmp_path / "demo-s0"
+    for f in ("results.json", "checkpoint.pt", "log.txt", "pdm.png"):
+        assert (d / f).exists(), f
+    saved = json.loads((d / "results.json").read_text())
+    assert 0 <= saved["clean_acc"] <= 100
+    assert len(saved["corruption_acc"]) == 11
+    assert sum(saved["pdm"]["band_shares"].values()) == pytest.approx(1.0)
+    assert "basic_open_ratios" in saved and len(res["history"]) == 1
+
+
+def test_resume_matches_uninterrupted(tmp_path):
+    cfg = tiny(epochs=3)
+    engine.run(cfg, str(tmp_path / "full"), progress=False)
+    part = engine.run(cfg, str(tmp_path / "cut"), stop_after=1, progress=False)
+    assert part == {"stopped_after": 1}
+    engine.run(cfg, str(tmp_path / "cut"), resume=True, progress=False)
+    a = torch.load(tmp_path / "full" / "demo-s0" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "cut" / "demo-s0" / "checkpoint.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2
+    for k in a["net"]:
+        torch.testing.assert_close(a["net"][k], b["net"][k], rtol=1e-5, atol=1e-6)
+    assert [h["epoch"] for h in b["history"]] == [1, 2, 3]
+
+
+def test_refuses_to_overwrite_and_incompatible_resume(tmp_path):
+    cfg = tiny(epochs=2)
+    engine.run(cfg, str(tmp_path), stop_after=1, progress=False)
+    with pytest.raises(ValueError, match="--resume"):
+        engine.run(cfg, str(tmp_path), progress=False)
+    other = get_preset("demo", epochs=2, n_train=384, n_test=100, batch_size=32)
+    with pytest.raises(ValueError, match="differs in batch_size"):
+        engine.run(other, str(tmp_path), resume=True, progress=False)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny(epochs=3)
+    engine.run(cfg, str(tmp_path), stop_after=1, progress=False)
+    real_ce = engine.F.cross_entropy
+    monkeypatch.setattr(engine.F, "cross_entropy", lambda *a, **k: real_ce(*a, **k) * float("nan"))
+    with pytest.raises(engine.NaNLossError, match="last good checkpoint.*epoch 1"):
+        engine.run(cfg, str(tmp_path), resume=True, progress=False)
+    state = torch.load(tmp_path / "demo-s0" / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["net"].values() if v.is_floating_point())
+
+
+def _cli(args, **kw):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "train", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes(tmp_path):
+    """SIGKILL a run after its first checkpoint, then --resume: it continues
+    from the last finished epoch and completes."""
+    args = ["run", "--preset", "demo", "--epochs", "4", "--n-train", "1024", "--n-test", "100",
+            "--out", str(tmp_path)]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "demo-s0" / "checkpoint.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists()
+    done = torch.load(ckpt, weights_only=False)["epoch"]
+    out = _cli([*args, "--resume"])
+    assert out.returncode == 0, out.stderr
+    hist = json.loads((tmp_path / "demo-s0" / "results.json").read_text())["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+    assert done <= 3
+    assert "resumed from epoch" in (tmp_path / "demo-s0" / "log.txt").read_text()
+
+
+@pytest.mark.slow
+def test_ddp_gloo_two_processes(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+         "-m", "train", "run", "--preset", "demo-nat", "--epochs", "3", "--n-train", "1024",
+         "--n-test", "100", "--out", str(tmp_path), "--device", "cpu"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = os.listdir(tmp_path)
+    assert runs == ["demo-nat-s0"]
+    res = json.loads((tmp_path / "demo-nat-s0" / "results.json").read_text())
+    losses = [h["loss"] for h in res["history"]]
+    assert losses[-1] < losses[0]
+    # each rank saw half of the data: the epoch statistics are all-reduced over both
+    assert (tmp_path / "demo-nat-s0" / "log.txt").read_text().count("epoch 3/3") == 1
+    assert out.stdout.count('"clean_acc"') == 1  # only rank 0 reports
+
+
+def fake_run(root, preset, seed, clean, accs):
+    d = os.path.join(root, f"{preset}-s{seed}")
+    os.makedirs(d)
+    res = {"config": {"preset": preset, "seed": seed}, "clean_acc": clean,
+           "corruption_acc": {"contrast": accs, "brightness": [a + 10 for a in accs]},
+           "pdm": {"band_shares": {"L": 0.5, "M": 0.3, "H": 0.2}}}
+    with open(os.path.join(d, "results.json"), "w") as f:
+        json.dump(res, f)
+
+
+def test_table_aggregation(tmp_path):
+    root = str(tmp_path)
+    fake_run(root, "nat", 0, 90.0, [80, 70, 60, 50, 40])
+    fake_run(root, "nat", 1, 92.0, [80, 70, 60, 50, 40])
+    fake_run(root, "aug", 0, 90.5, [85, 75, 65, 55, 45])
+    rows = {r["preset"]: r for r in aggregate(load_runs(root), "nat")}
+    assert rows["nat"]["clean"] == pytest.approx(91.0)
+    assert rows["nat"]["clean_std"] == pytest.approx(np.std([90, 92], ddof=1))
+    assert rows["nat"]["mce_rel"] == pytest.approx(100.0)
+    assert rows["aug"]["clean"] == pytest.approx(-0.5)
+    assert rows["aug"]["rob"] == pytest.approx(5.0)
+    # summed errors: contrast 200 -> 175, brightness 150 -> 125
+    assert rows["aug"]["mce_rel"] == pytest.approx(100 * (175 / 200 + 125 / 150) / 2)
+    md, csv_path = write_table(root, "nat")
+    text = open(md).read()
+    assert "| nat | 2 | (91.00 +- 1.41)" in text and "| aug | 1 | -0.50" in text
+    assert os.path.exists(csv_path)
+    with pytest.raises(ValueError, match="baseline"):
+        aggregate(load_runs(root), "t3-nat")

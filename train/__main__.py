@@ -1,0 +1,145 @@
+"""fastfreq training CLI.
+
+    python -m train list                              # presets
+    python -m train run --preset demo                 # train + evaluate one run
+    python -m train run --preset t3-both --data cifar10 --data-root data \\
+        --c-root ../shared/data/CIFAR-10-C-sample --epochs 30 --seed 1
+    python -m train run --preset demo --resume        # continue a killed run
+    python -m train sweep --presets t3-nat t3-both --seeds 0 1 2 3
+    python -m train table --runs out/runs --baseline t3-nat
+
+Multi-GPU: ``torchrun --nproc_per_node=N -m train run --preset ...`` (DDP; CPU
+processes use the gloo backend).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .presets import PRESETS, get_preset
+
+
+def _common(p: argparse.ArgumentParser):
+    p.add_argument("--epochs", type=int, help="override the preset's epochs (the lr schedule scales)")
+    p.add_argument("--data", choices=["synthetic", "cifar10"])
+    p.add_argument("--data-root", help="folder holding cifar-10-batches-py/")
+    p.add_argument("--c-root", help="CIFAR-10-C folder (default for synthetic data: its own corrupted set)")
+    p.add_argument("--n-train", type=int)
+    p.add_argument("--n-test", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--lam", type=float)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--out", default="out/runs", help="folder for run directories")
+    p.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision first")
+
+
+def _overrides(a) -> dict:
+    return {"epochs": a.epochs, "data": a.data, "data_root": a.data_root, "c_root": a.c_root,
+            "n_train": a.n_train, "n_test": a.n_test, "batch_size": a.batch_size, "lr": a.lr,
+            "lam": a.lam, "device": a.device, "compile": a.compile}
+
+
+def _init_distributed():
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return True
+    return False
+
+
+def _print_results(res: dict):
+    keys = ["clean_acc", "rob_all", "rob_15", "rob_19", "mce_unnorm_all", "wall_s"]
+    print(json.dumps({k: round(res[k], 3) for k in keys if k in res}))
+    if "corruption_acc" in res:
+        print(f"\n{'corruption':18s}" + "".join(f"  sev{s}" for s in range(1, 6)) + "   mean")
+        for name, accs in res["corruption_acc"].items():
+            print(f"{name:18s}" + "".join(f" {a:5.1f}" for a in accs) + f"  {sum(accs) / 5:5.1f}")
+        print(f"{'mean over ' + str(res['n_corruptions']):18s}" + " " * 30 + f"  {res['rob_all']:5.1f}")
+    if "pdm" in res:
+        s = res["pdm"]["band_shares"]
+        print(f"\nPDM band shares L/M/H: {s['L']:.2f}/{s['M']:.2f}/{s['H']:.2f}; figure {res['pdm']['figure']}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list the presets")
+    r = sub.add_parser("run", help="train and evaluate one run")
+    r.add_argument("--preset", required=True)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    r.add_argument("--stop-after", type=int, help="stop after this many epochs (then --resume)")
+    _common(r)
+    s = sub.add_parser("sweep", help="run presets x seeds (resuming unfinished runs)")
+    s.add_argument("--presets", nargs="+", required=True)
+    s.add_argument("--seeds", nargs="+", type=int, default=[0])
+    _common(s)
+    t = sub.add_parser("table", help="aggregate finished runs into Markdown/CSV + PDM figure")
+    t.add_argument("--runs", default="out/runs")
+    t.add_argument("--baseline", required=True, help="preset that the others are relative to")
+    t.add_argument("--out", help="output prefix (default <runs>/table)")
+    a = ap.parse_args(argv)
+
+    if a.cmd == "list":
+        for name, fields in PRESETS.items():
+            print(f"{name:24s} " + ", ".join(f"{k}={v}" for k, v in fields.items()))
+        return 0
+    if a.cmd == "table":
+        from .table import write_table
+
+        md, csv_path = write_table(a.runs, a.baseline, a.out)
+        print(open(md).read())
+        print(f"wrote {md} and {csv_path}")
+        return 0
+
+    from .engine import NaNLossError, run
+
+    if a.download:
+        from .data import load_cifar10
+
+        load_cifar10(a.data_root or "data", "test", download=True)
+    distributed = _init_distributed()
+    try:
+        if a.cmd == "run":
+            cfg = get_preset(a.preset, seed=a.seed, **_overrides(a))
+            res = run(cfg, a.out, resume=a.resume, stop_after=a.stop_after)
+            if int(os.environ.get("RANK", "0")) == 0:
+                if "stopped_after" in res:
+                    print(f"stopped after {res['stopped_after']} epochs; continue with --resume")
+                else:
+                    _print_results(res)
+        else:
+            for preset in a.presets:
+                for seed in a.seeds:
+                    cfg = get_preset(preset, seed=seed, **_overrides(a))
+                    done = os.path.join(a.out, cfg.run_name, "results.json")
+                    if os.path.exists(done) and "clean_acc" in json.load(open(done)):
+                        print(f"{cfg.run_name}: done, skipped")
+                        continue
+                    ckpt = os.path.join(a.out, cfg.run_name, "checkpoint.pt")
+                    res = run(cfg, a.out, resume=os.path.exists(ckpt))
+                    print(f"{cfg.run_name}: clean {res['clean_acc']:.2f}%"
+                          + (f", robustness {res['rob_all']:.2f}%" if "rob_all" in res else ""))
+    except NaNLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""Run configuration."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from fastfreq import _checks as chk
+
+DATASETS = ("synthetic", "cifar10")
+
+
+@dataclass
+class RunConfig:
+    preset: str = "custom"
+    model: str = "small"
+    attention: str | None = None       # None, "basic", "extended"
+    hidden: int = 512                   # attention hidden units
+    labels: str | None = None           # None, "LMH=abc", "learnable"
+    lam: float = 100.0                  # aux loss weight (eq. 10)
+    ps: bool = False                    # power suppression augmentation
+    ps_p: float = 1 / 3
+    nfd: bool = False                   # noise in frequency domain
+    sigma: float = 1.0
+    epochs: int = 90
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    data: str = "synthetic"
+    data_root: str = "data"             # holds cifar-10-batches-py/
+    c_root: str | None = None           # CIFAR-10-C folder (default: synthetic-C for synthetic)
+    n_train: int | None = None          # subset sizes (None: the whole split)
+    n_test: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True                    # bf16 autocast on GPU
+    channels_last: bool = True          # on GPU
+    compile: bool = False
+    backend: str = "auto"               # fastfreq backend for the augmentation
+
+    def __post_init__(self):
+        if self.data not in DATASETS:
+            raise ValueError(f"data: expected one of {DATASETS}, got {self.data!r}")
+        if self.labels is not None:
+            chk.label_config(self.labels)
+            if self.attention in (None, "none"):
+                raise ValueError(f"labels: {self.labels!r} needs an attention module (attention='basic' "
+                                 "or 'extended')")
+            if not self.ps:
+                raise ValueError("labels: the auxiliary labels come from power suppression; set ps=True")
+        for name in ("epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)!r}")
+        chk.positive_float(self.lr, "lr")
+        chk.nonneg_float(self.lam, "lam")
+        chk.nonneg_float(self.sigma, "sigma")
+        chk.probability(self.ps_p, "ps_p")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.preset}-s{self.seed}"
+
+    # fields that must match for a checkpoint to be resumed
+    ARCH_FIELDS = ("model", "attention", "hidden", "labels", "data", "batch_size", "n_train", "seed")

@@ -1,0 +1,286 @@
+"""Training and evaluation of one run: APS + NFD on the device, checkpoints
+every epoch (atomic), resume, JSON results, a log file, progress bars, DDP."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastfreq.aps import AuxLabels, aux_loss
+from fastfreq.transforms import SpectralAugment
+
+from . import data as D
+from .config import RunConfig
+from .evaluate import accuracy, corruption_accuracy, summarise
+from .models import build_model
+
+
+class NaNLossError(RuntimeError):
+    pass
+
+
+class APSNet(nn.Module):
+    """Model + label generator in one module, so that DDP sees every parameter
+    used in forward (theta of the learnable configuration included)."""
+
+    def __init__(self, model: nn.Module, labels: AuxLabels | None):
+        super().__init__()
+        self.model = model
+        self.labels = labels
+
+    def forward(self, x, ps_params=None, lam: float = 0.0):
+        logits = self.model(x)
+        aux = logits.new_zeros(())
+        if self.labels is not None and ps_params is not None:
+            beta = self.labels(ps_params["band"], ps_params["alpha"])
+            aux = aux_loss(self.model.open_ratio, beta, ps_params["applied"], lam)
+        return logits, aux
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {name!r} requested but no CUDA GPU is available")
+    return dev
+
+
+def _dist():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def load_data(cfg: RunConfig):
+    """(train images, train labels, test images, test labels, CIFAR10C or None)."""
+    if cfg.data == "synthetic":
+        xtr, ytr = D.synthetic_dataset(cfg.n_train or 10000, seed=cfg.seed * 7919 + 11)
+        n_test = cfg.n_test or 2000
+        xte, yte = D.synthetic_dataset(n_test, seed=1)
+        c_root = cfg.c_root or os.path.join("out", "data", f"synthetic-c-{n_test}")
+        if _dist()[0] == 0:
+            D.build_synthetic_c(c_root, n=n_test, seed=1)
+        if _dist()[1] > 1:
+            torch.distributed.barrier()
+        return xtr, ytr, xte, yte, D.CIFAR10C(c_root)
+    xtr, ytr = D.load_cifar10(cfg.data_root, "train")
+    xte, yte = D.load_cifar10(cfg.data_root, "test")
+    if cfg.n_train:
+        xtr, ytr = xtr[:cfg.n_train], ytr[:cfg.n_train]
+    if cfg.n_test:
+        xte, yte = xte[:cfg.n_test], yte[:cfg.n_test]
+    return xtr, ytr, xte, yte, D.CIFAR10C(cfg.c_root) if cfg.c_root else None
+
+
+def _atomic_torch_save(obj, path):
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_json(obj, path):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _logger(run_dir: str, rank: int) -> logging.Logger:
+    log = logging.getLogger(f"fastfreq.train.{run_dir}")
+    log.handlers.clear()
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if rank == 0:
+        fh = logging.FileHandler(os.path.join(run_dir, "log.txt"))
+        fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(fh)
+    return log
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, out_dir: str = "out/runs", progress: bool = True):
+        self.cfg = cfg
+        self.rank, self.world = _dist()
+        self.device = resolve_device(cfg.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
+        self.run_dir = os.path.join(out_dir, cfg.run_name)
+        os.makedirs(self.run_dir, exist_ok=True)
+        self.ckpt_path = os.path.join(self.run_dir, "checkpoint.pt")
+        self.log = _logger(self.run_dir, self.rank)
+        self.progress = progress and self.rank == 0
+        on_gpu = self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if (cfg.amp and on_gpu) else None
+
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, attention=cfg.attention, hidden=cfg.hidden)
+        labels = AuxLabels(cfg.labels) if cfg.labels else None
+        self.net = APSNet(model, labels).to(self.device)
+        if cfg.channels_last and on_gpu:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay)
+        # the paper's schedule (x0.1 every 30 of 90 epochs), scaled to cfg.epochs
+        milestones = [max(1, round(cfg.epochs * k / 3)) for k in (1, 2)]
+        self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones, 0.1)
+        self.train_net = self.net
+        if self.world > 1:
+            self.train_net = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if on_gpu else None)
+        if cfg.compile:
+            self.train_net = torch.compile(self.train_net)
+        self.start_epoch, self.history = 0, []
+
+        xtr, ytr, self.xte, self.yte, self.cset = load_data(cfg)
+        augment = None
+        if cfg.ps or cfg.nfd:
+            augment = SpectralAugment(ps_p=cfg.ps_p if cfg.ps else 0.0, sigma=cfg.sigma if cfg.nfd else 0.0,
+                                      nfd_p=1.0 if cfg.nfd else 0.0, backend=cfg.backend)
+        self.loader = D.DeviceLoader(xtr, ytr, cfg.batch_size, device=self.device, augment=augment,
+                                     seed=cfg.seed, rank=self.rank, world_size=self.world,
+                                     drop_last=self.world > 1)
+
+    # ------------------------------------------------------------ checkpoints
+    def save(self, epoch: int):
+        if self.rank != 0:
+            return
+        state = {"epoch": epoch, "config": self.cfg.to_dict(), "net": self.net.state_dict(),
+                 "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                 "history": self.history, "rng_cpu": torch.get_rng_state()}
+        _atomic_torch_save(state, self.ckpt_path)
+
+    def resume(self) -> bool:
+        if not os.path.exists(self.ckpt_path):
+            return False
+        state = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
+        old = state.get("config", {})
+        diff = {k: (old.get(k), getattr(self.cfg, k)) for k in RunConfig.ARCH_FIELDS
+                if old.get(k) != getattr(self.cfg, k)}
+        if diff:
+            raise ValueError(f"resume: checkpoint {self.ckpt_path} is from an incompatible run; "
+                             f"differs in {', '.join(f'{k} (checkpoint {a!r}, now {b!r})' for k, (a, b) in diff.items())}")
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.history = state["history"]
+        torch.set_rng_state(state["rng_cpu"])
+        self.start_epoch = state["epoch"] + 1
+        self.log.info(f"resumed from epoch {state['epoch'] + 1}")
+        return True
+
+    # ------------------------------------------------------------ training
+    def train_epoch(self, epoch: int) -> dict:
+        cfg = self.cfg
+        self.train_net.train()
+        self.loader.set_epoch(epoch)
+        batches = self.loader
+        if self.progress:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, total=len(self.loader), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           unit="batch", leave=False, disable=None, mininterval=1.0)
+        sums = torch.zeros(4, device=self.device)  # loss, aux, correct, count
+        t0 = time.perf_counter()
+        for i, (x, y, params) in enumerate(batches):
+            if cfg.channels_last and self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            ps_params = params["ps"] if params is not None and cfg.labels else None
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                logits, aux = self.train_net(x, ps_params, cfg.lam)
+                ce = F.cross_entropy(logits.float(), y)
+            loss = ce + aux
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            with torch.no_grad():
+                sums += torch.stack([ce.detach() * len(y), aux.detach() * len(y),
+                                     (logits.argmax(1) == y).sum().float(), torch.tensor(float(len(y)), device=self.device)])
+            if self.progress and i % 20 == 0:
+                s = sums.tolist()
+                batches.set_postfix(loss=f"{s[0] / s[3]:.3f}", aux=f"{s[1] / s[3]:.3f}",
+                                    acc=f"{100 * s[2] / s[3]:.1f}")
+        if self.world > 1:
+            torch.distributed.all_reduce(sums)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        s = sums.tolist()
+        if not all(math.isfinite(v) for v in s):
+            raise NaNLossError(f"epoch {epoch + 1}: the loss became NaN/Inf; stopping. The last good "
+                               f"checkpoint ({self.ckpt_path}, epoch {epoch}) is kept. Try a lower lr or lam.")
+        self.sched.step()
+        return {"epoch": epoch + 1, "loss": s[0] / s[3], "aux": s[1] / s[3], "train_acc": 100 * s[2] / s[3],
+                "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
+                "images_per_s": s[3] / (time.perf_counter() - t0)}
+
+    def fit(self, stop_after: int | None = None) -> list:
+        """Train to cfg.epochs (or ``stop_after`` epochs in this call, to simulate an
+        interruption); a checkpoint after every epoch."""
+        end = self.cfg.epochs if stop_after is None else min(self.cfg.epochs, self.start_epoch + stop_after)
+        for epoch in range(self.start_epoch, end):
+            stats = self.train_epoch(epoch)
+            self.history.append(stats)
+            self.save(epoch)
+            msg = (f"epoch {stats['epoch']}/{self.cfg.epochs} loss {stats['loss']:.4f} aux {stats['aux']:.4f} "
+                   f"train acc {stats['train_acc']:.2f}% {stats['images_per_s']:.0f} img/s")
+            self.log.info(msg)
+            if self.rank == 0 and self.progress:
+                print(msg, flush=True)
+        return self.history
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, corruptions=None) -> dict:
+        """Clean and CIFAR-10-C accuracy; writes results.json and the PDM figure (rank 0)."""
+        res = {"config": self.cfg.to_dict(), "history": self.history, "device": str(self.device)}
+        if self.rank != 0:
+            return res
+        model = self.net.model
+        res["clean_acc"] = accuracy(model, self.xte, self.yte, device=self.device, amp_dtype=self.amp_dtype)
+        if self.cset is not None:
+            names = corruptions or self.cset.available()
+            per = corruption_accuracy(model, self.cset, names, device=self.device, amp_dtype=self.amp_dtype,
+                                      progress=self.progress)
+            res["corruption_acc"] = per
+            res.update(summarise(per))
+        res["pdm"] = self.pdm()
+        if self.net.labels is not None and self.net.labels.learnable:
+            res["basic_open_ratios"] = self.net.labels.basic_open_ratios().tolist()
+        _atomic_json(res, os.path.join(self.run_dir, "results.json"))
+        return res
+
+    def pdm(self) -> dict:
+        from fastfreq import pdm
+
+        model = self.net.model
+        model.eval()
+        out = pdm.analyse(model.first_block, 3, 32, 32, os.path.join(self.run_dir, "pdm.png"),
+                          title=self.cfg.run_name, device=self.device, batch_size=512)
+        torch.save(out["histogram"].cpu(), os.path.join(self.run_dir, "pdm_hist.pt"))
+        return {"band_shares": out["band_shares"], "figure": out["figure"]}
+
+
+def run(cfg: RunConfig, out_dir: str = "out/runs", resume: bool = False, stop_after=None,
+        progress: bool = True) -> dict:
+    """Train (or resume) and evaluate one run; returns the results dict."""
+    t = Trainer(cfg, out_dir, progress)
+    if resume:
+        t.resume()
+    elif os.path.exists(t.ckpt_path):
+        raise ValueError(f"resume: {t.ckpt_path} exists; pass --resume to continue it or use "
+                         "another --out / --seed")
+    t0 = time.perf_counter()
+    t.fit(stop_after)
+    if stop_after is not None and t.start_epoch + stop_after < cfg.epochs:
+        return {"stopped_after": len(t.history)}
+    res = t.evaluate()
+    res["wall_s"] = time.perf_counter() - t0
+    if t.rank == 0:
+        _atomic_json(res, os.path.join(t.run_dir, "results.json"))
+    return res

@@ -1,0 +1,130 @@
+"""Aggregate runs into the paper's table format (relative to a baseline, mean
++- std over seeds) as Markdown and CSV, plus the PDM figures and band shares."""
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+from collections import defaultdict
+
+import numpy as np
+
+from .evaluate import relative_mce
+
+
+def load_runs(root: str) -> dict:
+    """``{preset: [results, ...]}`` for every ``results.json`` under root."""
+    runs = defaultdict(list)
+    for path in sorted(glob.glob(os.path.join(root, "*", "results.json"))):
+        with open(path) as f:
+            r = json.load(f)
+        if "clean_acc" in r:
+            r["_dir"] = os.path.dirname(path)
+            runs[r["config"]["preset"]].append(r)
+    if not runs:
+        raise ValueError(f"runs: no finished run (results.json with clean_acc) under {root!r}")
+    return dict(runs)
+
+
+def _ms(values):
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def aggregate(runs: dict, baseline: str) -> list[dict]:
+    """One row per preset: clean accuracy, robustness (mean corruption accuracy
+    over the set the runs share) and mCE (unnormalised, and relative to the
+    baseline's mean errors = 100), absolute for the baseline and as a
+    difference for the others."""
+    if baseline not in runs:
+        raise ValueError(f"baseline: no runs of preset {baseline!r}; have {', '.join(runs)}")
+    base = runs[baseline]
+    names = sorted(set.intersection(*[set(r.get("corruption_acc", {})) for rs in runs.values() for r in rs]))
+    rob_key = "19" if len(names) >= 19 else ("15" if len(names) >= 15 else "all")
+    base_mean = {n: list(np.mean([r["corruption_acc"][n] for r in base], axis=0)) for n in names}
+
+    def rob(r):
+        return float(np.mean([np.mean(r["corruption_acc"][n]) for n in names])) if names else float("nan")
+
+    b_clean, _ = _ms([r["clean_acc"] for r in base])
+    b_rob, _ = _ms([rob(r) for r in base])
+    rows = []
+    for preset, rs in runs.items():
+        clean = _ms([r["clean_acc"] for r in rs])
+        robv = _ms([rob(r) for r in rs])
+        rel = _ms([relative_mce({n: r["corruption_acc"][n] for n in names}, base_mean) for r in rs]) if names else (float("nan"), 0)
+        unn = _ms([100 - rob(r) for r in rs])
+        is_base = preset == baseline
+        shares = [r.get("pdm", {}).get("band_shares") for r in rs if r.get("pdm")]
+        rows.append({
+            "preset": preset, "runs": len(rs), "baseline": is_base,
+            "clean": clean[0] if is_base else clean[0] - b_clean, "clean_std": clean[1],
+            "rob": robv[0] if is_base else robv[0] - b_rob, "rob_std": robv[1],
+            "mce_rel": rel[0], "mce_rel_std": rel[1], "mce_unnorm": unn[0], "mce_unnorm_std": unn[1],
+            "corruption_set": f"{len(names)} corruptions ({rob_key})",
+            "share_L": float(np.mean([s["L"] for s in shares])) if shares else float("nan"),
+            "share_M": float(np.mean([s["M"] for s in shares])) if shares else float("nan"),
+            "share_H": float(np.mean([s["H"] for s in shares])) if shares else float("nan"),
+            "wall_s": float(np.mean([r.get("wall_s", float("nan")) for r in rs])),
+        })
+    rows.sort(key=lambda r: (not r["baseline"], r["preset"]))
+    return rows
+
+
+def to_markdown(rows: list[dict]) -> str:
+    cs = rows[0]["corruption_set"] if rows else ""
+    lines = [f"Clean accuracy and robustness (mean accuracy over {cs}) in %, mCE relative to the "
+             "baseline (= 100) and unnormalised (100 - robustness). The baseline row is absolute "
+             "(in parentheses); the others are differences from it. Mean +- std over seeds.", "",
+             "| preset | runs | clean | robustness | mCE (rel.) | mCE (unnorm.) | PDM share L/M/H |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fmt = (lambda m, s: f"({m:.2f} +- {s:.2f})") if r["baseline"] else (lambda m, s: f"{m:+.2f} +- {s:.2f}")
+        lines.append(f"| {r['preset']} | {r['runs']} | {fmt(r['clean'], r['clean_std'])} | "
+                     f"{fmt(r['rob'], r['rob_std'])} | {r['mce_rel']:.1f} +- {r['mce_rel_std']:.1f} | "
+                     f"{r['mce_unnorm']:.2f} +- {r['mce_unnorm_std']:.2f} | "
+                     f"{r['share_L']:.2f}/{r['share_M']:.2f}/{r['share_H']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(root: str, baseline: str, out_prefix: str | None = None) -> tuple[str, str]:
+    """Write ``<prefix>.md`` and ``<prefix>.csv`` (default ``<root>/table``) and a
+    figure with the PDM histograms of every preset. Returns the two paths."""
+    runs = load_runs(root)
+    rows = aggregate(runs, baseline)
+    prefix = out_prefix or os.path.join(root, "table")
+    with open(prefix + ".md", "w") as f:
+        f.write(to_markdown(rows))
+    with open(prefix + ".csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    _pdm_figure(runs, prefix + "_pdm.png")
+    return prefix + ".md", prefix + ".csv"
+
+
+def _pdm_figure(runs: dict, path: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    hists = []
+    for preset, rs in runs.items():
+        hs = [torch.load(os.path.join(r["_dir"], "pdm_hist.pt")) for r in rs
+              if os.path.exists(os.path.join(r["_dir"], "pdm_hist.pt"))]
+        if hs:
+            hists.append((preset, torch.stack(hs).mean(0)))
+    if not hists:
+        return None
+    fig, axes = plt.subplots(1, len(hists), figsize=(2.4 * len(hists), 2.6), squeeze=False)
+    for ax, (name, h) in zip(axes[0], hists):
+        ax.imshow(h.numpy(), cmap="inferno")
+        ax.set_title(name, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
