@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastfreq._progress import progress
 from fastfreq.aps import AuxLabels, aux_loss
 from fastfreq.transforms import SpectralAugment
 
@@ -183,10 +184,8 @@ class Trainer:
         self.loader.set_epoch(epoch)
         batches = self.loader
         if self.progress:
-            from tqdm import tqdm
-
-            batches = tqdm(batches, total=len(self.loader), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                           unit="batch", leave=False, disable=None, mininterval=1.0)
+            batches = progress(batches, total=len(self.loader), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                               unit="batch", leave=False, mininterval=1.0)
         sums = torch.zeros(4, device=self.device)  # loss, aux, correct, count
         t0 = time.perf_counter()
         for i, (x, y, params) in enumerate(batches):
@@ -203,7 +202,7 @@ class Trainer:
             with torch.no_grad():
                 sums += torch.stack([ce.detach() * len(y), aux.detach() * len(y),
                                      (logits.argmax(1) == y).sum().float(), torch.tensor(float(len(y)), device=self.device)])
-            if self.progress and i % 20 == 0:
+            if self.progress and i % 20 == 0 and hasattr(batches, "set_postfix"):
                 s = sums.tolist()
                 batches.set_postfix(loss=f"{s[0] / s[3]:.3f}", aux=f"{s[1] / s[3]:.3f}",
                                     acc=f"{100 * s[2] / s[3]:.1f}")

@@ -1,9 +1,6 @@
 // CPU implementation: ATen rfft2 -> one fused pass over the half spectrum
-// (gain, control mask, Philox noise, Dir) -> ATen irfft2.
-// Images run in parallel. The gain and noise scale depend on the image but not
-// on the channel, so each image evaluates them once into a per-thread scratch
-// row of H*(W/2+1) values (in cache; no mask tensor is materialised) and the
-// channel loops then stream over the spectrum without branches.
+// (gain, control mask, Philox noise, Dir) -> ATen irfft2, chunk by chunk of
+// images per thread so that the spectrum stays in cache.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
@@ -53,73 +50,113 @@ void apply_hermitian_rule(T* g, int H, int W, int Wh) {
   }
 }
 
+// Per-thread state of the fused pass. The curves depend only on the radius:
+// the three suppression masks and the NFD hills are evaluated once per thread
+// into cache-resident rows of H*(W/2+1) values, and each image mixes them with
+// its own alpha / alpha_r in branch-free (vectorised) loops. No mask tensor is
+// materialised.
 template <typename T>
-void augment_images(at::Tensor& spec, const at::Tensor& xf, const SpectralParams& p,
-                    const int64_t* band, const T* alpha, const T* alpha_r, const T* noise,
-                    const int64_t* seed) {
-  const int64_t B = spec.size(0);
-  const int H = p.H, W = p.W, Wh = p.Wh, C = p.C;
-  const int64_t bins = static_cast<int64_t>(H) * Wh, pixels = static_cast<int64_t>(H) * W;
-  auto* Y = reinterpret_cast<T*>(spec.data_ptr<c10::complex<T>>());
-  const T* x = xf.data_ptr<T>();
-  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    // The curves depend only on the radius: evaluate the three suppression
-    // masks and the NFD hills once per thread; each image then mixes them
-    // with its own alpha / alpha_r in branch-free (vectorised) loops.
-    std::vector<T> curves(p.has_ps ? 3 * bins : 0), hills(p.has_nfd ? p.n_bands * bins : 0);
-    for (int r = 0; r < H; ++r) {
-      for (int k = 0; k < Wh; ++k) {
-        const T s = bin_radius<T>(r, k, H);
-        const int64_t i = static_cast<int64_t>(r) * Wh + k;
+class Augmenter {
+ public:
+  Augmenter(const SpectralParams& p, const int64_t* band, const T* alpha, const T* alpha_r,
+            const T* noise, const int64_t* seed)
+      : p_(p), band_(band), alpha_(alpha), alpha_r_(alpha_r), noise_(noise), seed_(seed),
+        bins_(static_cast<int64_t>(p.H) * p.Wh), pixels_(static_cast<int64_t>(p.H) * p.W),
+        curves_(p.has_ps ? 3 * bins_ : 0), hills_(p.has_nfd ? p.n_bands * bins_ : 0),
+        gain_(bins_, T(1)), scale_(bins_, T(0)), g_(bins_, T(0)),
+        draws_(seed ? bins_ : 0), scratch_(seed ? bins_ + 8 : 0) {
+    for (int r = 0; r < p.H; ++r) {
+      for (int k = 0; k < p.Wh; ++k) {
+        const T s = bin_radius<T>(r, k, p.H);
+        const int64_t i = static_cast<int64_t>(r) * p.Wh + k;
         for (int j = 0; p.has_ps && j < 3; ++j)
-          curves[j * bins + i] = band_curve(j, s * static_cast<T>(p.inv_radius_scale));
+          curves_[j * bins_ + i] = band_curve(j, s * static_cast<T>(p.inv_radius_scale));
         for (int j = 0; p.has_nfd && j < p.n_bands; ++j)
-          hills[j * bins + i] = nfd_hill(s, static_cast<T>(p.band_a[j]), static_cast<T>(p.band_b[j]));
+          hills_[j * bins_ + i] = nfd_hill(s, static_cast<T>(p.band_a[j]), static_cast<T>(p.band_b[j]));
       }
     }
-    std::vector<T> gain(bins, T(1)), scale(bins, T(0)), g(bins, T(0));
-    std::vector<float> draws(seed != nullptr ? bins : 0), scratch(seed != nullptr ? bins + 8 : 0);
-    for (int64_t b = begin; b < end; ++b) {
-      if (p.has_ps) {
-        const int band_b = static_cast<int>(band[b]);
-        const T alpha_b = alpha[b];
-        TORCH_CHECK(band_b >= 0 && band_b <= 2, "fastfreq: band ids must be in {0, 1, 2}, got ",
-                    band_b);
-        TORCH_CHECK(alpha_b >= T(0) && alpha_b <= T(1), "fastfreq: alpha must be in [0, 1], got ",
-                    alpha_b);
-        const T* m = curves.data() + band_b * bins;
-        for (int64_t i = 0; i < bins; ++i) gain[i] = gain_from_mask(alpha_b, m[i]);
+  }
+
+  // Image b: Y points at its C half-spectrum planes (interleaved complex), x
+  // at its C input planes.
+  void image(int64_t b, T* Y, const T* x) {
+    if (p_.has_ps) {
+      const int band_b = static_cast<int>(band_[b]);
+      const T alpha_b = alpha_[b];
+      TORCH_CHECK(band_b >= 0 && band_b <= 2, "fastfreq: band ids must be in {0, 1, 2}, got ", band_b);
+      TORCH_CHECK(alpha_b >= T(0) && alpha_b <= T(1), "fastfreq: alpha must be in [0, 1], got ", alpha_b);
+      const T* m = curves_.data() + band_b * bins_;
+      for (int64_t i = 0; i < bins_; ++i) gain_[i] = gain_from_mask(alpha_b, m[i]);
+    }
+    if (p_.has_nfd) {
+      const T* ar = alpha_r_ + b * p_.n_bands;
+      for (int j = 0; j < p_.n_bands; ++j)
+        TORCH_CHECK(ar[j] >= T(0) && ar[j] <= T(1), "fastfreq: alpha_r must be in [0, 1], got ", ar[j]);
+      std::fill(scale_.begin(), scale_.end(), T(0));
+      for (int j = 0; j < p_.n_bands; ++j) {
+        const T* h = hills_.data() + j * bins_;
+        for (int64_t i = 0; i < bins_; ++i) scale_[i] += ar[j] * h[i];
       }
-      if (p.has_nfd) {
-        const T* ar = alpha_r + b * p.n_bands;
-        for (int j = 0; j < p.n_bands; ++j)
-          TORCH_CHECK(ar[j] >= T(0) && ar[j] <= T(1), "fastfreq: alpha_r must be in [0, 1], got ",
-                      ar[j]);
-        std::fill(scale.begin(), scale.end(), T(0));
-        for (int j = 0; j < p.n_bands; ++j) {
-          const T* h = hills.data() + j * bins;
-          for (int64_t i = 0; i < bins; ++i) scale[i] += ar[j] * h[i];
+      for (int64_t i = 0; i < bins_; ++i) scale_[i] = std_from_control(p_.sigma, scale_[i]);
+    }
+    for (int c = 0; c < p_.C; ++c) {
+      const int64_t plane = b * p_.C + c;
+      const T eps = l1_norm(x + c * pixels_, pixels_) * static_cast<T>(kDirEpsRel);
+      if (p_.has_nfd) {
+        if (noise_ != nullptr) {
+          std::copy_n(noise_ + plane * bins_, bins_, g_.data());
+        } else {
+          fill_normals(plane * bins_, bins_, static_cast<uint64_t>(*seed_), draws_.data(), scratch_.data());
+          std::copy_n(draws_.data(), bins_, g_.data());
         }
-        for (int64_t i = 0; i < bins; ++i) scale[i] = std_from_control(p.sigma, scale[i]);
+        apply_hermitian_rule(g_.data(), p_.H, p_.W, p_.Wh);
       }
-      for (int c = 0; c < C; ++c) {
-        const int64_t plane = b * C + c;
-        const T* xp = x + plane * pixels;
-        const T eps = l1_norm(xp, pixels) * static_cast<T>(kDirEpsRel);
-        if (p.has_nfd) {
-          if (noise != nullptr) {
-            std::copy_n(noise + plane * bins, bins, g.data());
-          } else {
-            fill_normals(plane * bins, bins, static_cast<uint64_t>(*seed), draws.data(),
-                         scratch.data());
-            std::copy_n(draws.data(), bins, g.data());
-          }
-          apply_hermitian_rule(g.data(), H, W, Wh);
-        }
-        T* Yp = Y + 2 * plane * bins;
-        for (int64_t i = 0; i < bins; ++i)
-          augment_bin(Yp[2 * i], Yp[2 * i + 1], gain[i], scale[i] * g[i], eps);
-      }
+      T* Yp = Y + 2 * c * bins_;
+      for (int64_t i = 0; i < bins_; ++i)
+        augment_bin(Yp[2 * i], Yp[2 * i + 1], gain_[i], scale_[i] * g_[i], eps);
+    }
+  }
+
+ private:
+  const SpectralParams& p_;
+  const int64_t* band_;
+  const T* alpha_;
+  const T* alpha_r_;
+  const T* noise_;
+  const int64_t* seed_;
+  int64_t bins_, pixels_;
+  std::vector<T> curves_, hills_, gain_, scale_, g_;
+  std::vector<float> draws_, scratch_;
+};
+
+// Images are processed in chunks small enough to stay in a core's cache:
+// rfft2 of the chunk, the fused pass, irfft2 straight into the output. Each
+// thread runs its own chunks (ATen runs the FFTs serially inside the parallel
+// region), so the spectrum never makes a round trip through main memory.
+constexpr int64_t kChunkBytes = 256 * 1024;
+
+template <typename T>
+void augment_chunks(const at::Tensor& xf, at::Tensor& out, const SpectralParams& p,
+                    const int64_t* band, const T* alpha, const T* alpha_r, const T* noise,
+                    const int64_t* seed) {
+  const int64_t B = xf.size(0);
+  const int64_t image_bytes = static_cast<int64_t>(p.C) * p.H * p.W * sizeof(T);
+  const int64_t chunk = std::max<int64_t>(1, kChunkBytes / image_bytes);
+  const int64_t n_chunks = (B + chunk - 1) / chunk;
+  const std::vector<int64_t> size2d{p.H, p.W};
+  at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
+    Augmenter<T> aug(p, band, alpha, alpha_r, noise, seed);
+    for (int64_t ci = c0; ci < c1; ++ci) {
+      const int64_t b0 = ci * chunk, n = std::min(chunk, B - b0);
+      const at::Tensor xs = xf.narrow(0, b0, n);
+      at::Tensor spec = at::fft_rfft2(xs).contiguous();
+      auto* Y = reinterpret_cast<T*>(spec.data_ptr<c10::complex<T>>());
+      const T* x = xs.data_ptr<T>();
+      const int64_t plane_bins = static_cast<int64_t>(p.H) * p.Wh;
+      for (int64_t i = 0; i < n; ++i)
+        aug.image(b0 + i, Y + 2 * i * p.C * plane_bins, x + i * p.C * p.H * p.W);
+      at::Tensor dst = out.narrow(0, b0, n);
+      at::fft_irfft2_out(dst, spec, size2d);
     }
   });
 }
@@ -136,21 +173,21 @@ at::Tensor spectral_augment_cpu(const at::Tensor& x, const c10::optional<at::Ten
   if (x.numel() == 0) return at::empty(x.sizes(), x.options());
   const auto dt = compute_dtype(x);
   const at::Tensor xf = x.to(dt).contiguous();
-  at::Tensor spec = at::fft_rfft2(xf).contiguous();
+  at::Tensor out = at::empty(xf.sizes(), xf.options());
   const at::Tensor band_c = p.has_ps ? band->contiguous() : at::Tensor();
   const at::Tensor alpha_c = p.has_ps ? alpha->to(dt).contiguous() : at::Tensor();
   const at::Tensor ar_c = p.has_nfd ? alpha_r->to(dt).contiguous() : at::Tensor();
   const at::Tensor noise_c = noise.has_value() ? noise->to(dt).contiguous() : at::Tensor();
   const int64_t seed_v = seed.has_value() ? seed->item<int64_t>() : 0;
   AT_DISPATCH_FLOATING_TYPES(dt, "fastfreq_spectral_augment_cpu", [&] {
-    augment_images<scalar_t>(
-        spec, xf, p, p.has_ps ? band_c.data_ptr<int64_t>() : nullptr,
+    augment_chunks<scalar_t>(
+        xf, out, p, p.has_ps ? band_c.data_ptr<int64_t>() : nullptr,
         p.has_ps ? alpha_c.data_ptr<scalar_t>() : nullptr,
         p.has_nfd ? ar_c.data_ptr<scalar_t>() : nullptr,
         noise.has_value() ? noise_c.data_ptr<scalar_t>() : nullptr,
         seed.has_value() ? &seed_v : nullptr);
   });
-  return at::fft_irfft2(spec, std::vector<int64_t>{p.H, p.W}).to(x.scalar_type());
+  return out.to(x.scalar_type());
 }
 
 at::Tensor philox_normal_cpu(const at::Tensor& seed, at::IntArrayRef shape) {

@@ -1,0 +1,166 @@
+"""Throughput benchmark of fastfreq's backends (and end-to-end training overhead).
+
+    python -m bench                       # CPU grid: batches 1..2048, 32/40/64, fp32/fp16
+    python -m bench --quick               # a small grid (batch 128/1024, 40x40, fp32)
+    python -m bench e2e                   # training throughput with / without augmentation
+    python -m bench --device cuda         # on a GPU: batches up to 8192, % of bandwidth bound
+
+Writes ``<out>/<device-name>.json`` (device, versions, every figure),
+``<device-name>.md`` (the table) and ``<device-name>.png`` (images/s vs batch).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+import torch
+
+from . import core
+
+
+def _name(info: dict) -> str:
+    raw = info.get("gpu") or f"cpu-{info.get('threads')}threads"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-")
+
+
+def format_table(rows, device: str) -> str:
+    cols = ["backend", "op", "batch", "size", "dtype", "images_per_s", "iqr_pct", "speedup_vs_torch"]
+    if device == "cuda":
+        cols.append("pct_of_bound")
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    lines = []
+    for r in rows:
+        r = dict(r, iqr_pct=100 * r["iqr_s"] / r["median_s"])
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            if c == "images_per_s":
+                v = f"{v:,.0f}"
+            elif isinstance(v, float):
+                v = f"{v:.2f}"
+            cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def plot(rows, path: str, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({(r["op"], r["size"], r["dtype"]) for r in rows})
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    for ax, (op, size, dtype) in zip(axes[0], keys):
+        for backend in sorted({r["backend"] for r in rows}):
+            pts = sorted((r["batch"], r["images_per_s"]) for r in rows
+                         if (r["backend"], r["op"], r["size"], r["dtype"]) == (backend, op, size, dtype))
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=backend)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch")
+        ax.set_ylabel("images/s")
+        ax.set_title(f"{op} {size}x{size} {dtype}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def throughput(a) -> dict:
+    device = a.device
+    if device == "cuda" and not torch.cuda.is_available():
+        print("no GPU: GPU rows are not measured on this machine", file=sys.stderr)
+        return {}
+    gpu = device == "cuda"
+    batches = a.batches or ([128, 1024] if a.quick else ([1, 128, 1024, 8192] if gpu else [1, 128, 1024, 2048]))
+    sizes = a.sizes or ([40] if a.quick else [32, 40, 64])
+    dtypes = [getattr(torch, d) for d in (a.dtypes or (["float32"] if a.quick else ["float32", "float16"]))]
+    ops = a.ops or (["both"] if a.quick else list(core.OPS))
+    backends = a.backends or core.available_backends(device)
+    info, rows = core.measure(backends, ops, batches, sizes, dtypes, device, repeats=a.repeats,
+                              compile_max_cases=None if a.compile_all else 2)
+    info["date"] = time.strftime("%Y-%m-%d")
+    if not gpu:
+        info["note"] = "no GPU on this machine: GPU backends (cuda, triton) not measured"
+    os.makedirs(a.out, exist_ok=True)
+    stem = os.path.join(a.out, _name(info))
+    with open(stem + ".json", "w") as f:
+        json.dump({"info": info, "rows": rows}, f, indent=1)
+    table = format_table(rows, device)
+    title = f"{info.get('gpu') or info.get('cpu')} ({info['threads']} threads), torch {info['torch']}, {info['date']}"
+    with open(stem + ".md", "w") as f:
+        f.write(f"# Throughput: {title}\n\nImages/s of one augmentation call (median of repeats, IQR in % "
+                "of the median); speedup over the eager torch backend at the same setting.\n\n" + table)
+    plot(rows, stem + ".png", title)
+    print(table)
+    print(f"wrote {stem}.json, .md and .png")
+    return {"info": info, "rows": rows}
+
+
+def e2e(a) -> dict:
+    """Training throughput of one epoch with and without on-device augmentation."""
+    from train.engine import Trainer
+    from train.presets import get_preset
+
+    gpu = torch.cuda.is_available() and a.device != "cpu"
+    model = "resnet18" if gpu else "tiny"
+    out = {}
+    for label, aug in (("no augmentation", {}), ("PS + NFD", {"ps": True, "nfd": True})):
+        cfg = get_preset("demo-nat", model=model, epochs=2, n_train=a.e2e_images, n_test=100,
+                         device="cuda" if gpu else "cpu", **aug)
+        cfg.preset = f"bench-e2e-{'aug' if aug else 'plain'}"
+        t = Trainer(cfg, os.path.join(a.out, "e2e-runs"), progress=False)
+        t.train_epoch(0)  # warm-up epoch (allocations, cuDNN autotune)
+        stats = t.train_epoch(1)
+        out[label] = stats["images_per_s"]
+        print(f"{model} {label}: {stats['images_per_s']:,.0f} images/s")
+    overhead = 100 * (out["no augmentation"] / out["PS + NFD"] - 1)
+    print(f"augmentation overhead: {overhead:.1f}% of the training step time")
+    res = {"model": model, "device": "cuda" if gpu else "cpu", "images_per_s": out,
+           "overhead_pct": overhead, "images": a.e2e_images}
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, f"e2e-{'gpu' if gpu else 'cpu'}.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    return res
+
+
+def parser():
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", nargs="?", default="throughput", choices=["throughput", "e2e"])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--quick", action="store_true", help="a small grid")
+    ap.add_argument("--batches", type=int, nargs="+")
+    ap.add_argument("--sizes", type=int, nargs="+")
+    ap.add_argument("--dtypes", nargs="+", choices=["float32", "float16", "bfloat16", "float64"])
+    ap.add_argument("--ops", nargs="+", choices=list(core.OPS))
+    ap.add_argument("--backends", nargs="+")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--compile-all", action="store_true",
+                    help="time torch.compile of the eager code at every setting (default: first 2)")
+    ap.add_argument("--e2e-images", type=int, default=4096, help="training images per epoch (e2e)")
+    ap.add_argument("--out", default="bench/results")
+    return ap
+
+
+def main(argv=None):
+    a = parser().parse_args(argv)
+    for name in ("batches", "sizes"):
+        if any(v < 1 for v in (getattr(a, name) or [])):
+            parser().error(f"--{name}: expected positive integers")
+    if a.what == "e2e":
+        e2e(a)
+    else:
+        throughput(a)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
