@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from . import _checks as chk
-from ._progress import progress
+from ._progress import progress as progress_bar
 from .masks import frequency_indices, radius
 
 #: Radii where the L/M and M/H suppression masks cross (eq. 4): the borders of
@@ -73,7 +73,7 @@ def frequency_response(first_block: Callable[[torch.Tensor], torch.Tensor], C: i
     chk.image_size(H, W)
     chunks = range(0, C * H * W, batch_size)
     if progress:
-        chunks = progress(chunks, desc="PDM probes", unit="batch")
+        chunks = progress_bar(chunks, desc="PDM probes", unit="batch")
     out = []
     for i in chunks:
         feat = first_block(channel_pdms(C, H, W, t, start=i, stop=i + batch_size, device=device))

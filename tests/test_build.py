@@ -28,3 +28,39 @@ def test_demo_rejects_bad_arguments(tmp_path):
     out = subprocess.run([sys.executable, "-m", "fastfreq.demo", "--batch", "0"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "--batch" in out.stderr
+
+
+def test_gpu_check_dry_run_plans_every_step():
+    out = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--dry-run"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for step in ("[build]", "[tests]", "[throughput]", "[e2e]", "[train]"):
+        assert step in out.stdout
+    assert "prerequisites:" in out.stdout
+
+
+def test_benchmark_cli_writes_json_table_and_plot(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bench", "--batches", "4", "16", "--sizes", "8",
+                          "--dtypes", "float32", "--ops", "both", "--repeats", "2",
+                          "--backends", "torch", "cpp", "fft-roundtrip", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    js = [p for p in tmp_path.iterdir() if p.suffix == ".json"]
+    assert len(js) == 1 and js[0].with_suffix(".md").exists() and js[0].with_suffix(".png").exists()
+    data = json.loads(js[0].read_text())
+    assert data["info"]["device"] == "cpu" and "torch" in data["info"]
+    rows = {(r["backend"], r["batch"]) for r in data["rows"]}
+    assert ("torch", 4) in rows and ("fft-roundtrip", 16) in rows
+    assert all(r["images_per_s"] > 0 for r in data["rows"])
+
+
+def test_benchmark_cli_says_no_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    out = subprocess.run([sys.executable, "-m", "bench", "--device", "cuda", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "no GPU" in out.stderr

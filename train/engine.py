@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastfreq._progress import progress
+from fastfreq._progress import progress as progress_bar
 from fastfreq.aps import AuxLabels, aux_loss
 from fastfreq.transforms import SpectralAugment
 
@@ -184,7 +184,7 @@ class Trainer:
         self.loader.set_epoch(epoch)
         batches = self.loader
         if self.progress:
-            batches = progress(batches, total=len(self.loader), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            batches = progress_bar(batches, total=len(self.loader), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                                unit="batch", leave=False, mininterval=1.0)
         sums = torch.zeros(4, device=self.device)  # loss, aux, correct, count
         t0 = time.perf_counter()

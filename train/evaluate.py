@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastfreq._progress import progress
+from fastfreq._progress import progress as progress_bar
 
 from .data import ALL_19, BENCHMARK_15, CIFAR_MEAN, CIFAR_STD
 
@@ -33,7 +33,7 @@ def corruption_accuracy(model, cset, names, *, device="cpu", batch_size: int = 5
     names = list(names)
     it = [(n, s) for n in names for s in range(1, 6)]
     if progress:
-        it = progress(it, desc="CIFAR-10-C", unit="set", leave=False, mininterval=1.0)
+        it = progress_bar(it, desc="CIFAR-10-C", unit="set", leave=False, mininterval=1.0)
     out = {n: [0.0] * 5 for n in names}
     for n, s in it:
         x, y = cset.severity(n, s)

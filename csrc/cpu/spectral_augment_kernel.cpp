@@ -12,10 +12,19 @@
 namespace fastfreq {
 namespace {
 
+// The hot loops are compiled for AVX-512, AVX2 and the baseline, and the
+// loader picks the best the CPU has (GCC/Clang function multi-versioning).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
+#define FF_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FF_CPU_CLONES
+#endif
+
 // Standard normal draws for the half-spectrum elements [first, first + count)
 // of the whole batch. `scratch` holds count + 8 floats. The loop over Philox
 // groups is kept free of branches so that the compiler can vectorise it.
-void fill_normals(int64_t first, int64_t count, uint64_t seed, float* out, float* scratch) {
+FF_CPU_CLONES void fill_normals(int64_t first, int64_t count, uint64_t seed, float* out,
+                                float* scratch) {
   const int64_t g0 = first >> 2, groups = ((first + count + 3) >> 2) - g0;
   for (int64_t j = 0; j < groups; ++j) {
     const uint64_t g = static_cast<uint64_t>(g0 + j);
@@ -28,7 +37,7 @@ void fill_normals(int64_t first, int64_t count, uint64_t seed, float* out, float
 
 // sum |x| with independent partial sums (vectorises without -ffast-math).
 template <typename T>
-T l1_norm(const T* x, int64_t n) {
+inline T l1_norm_impl(const T* x, int64_t n) {
   constexpr int kLanes = 8;
   T part[kLanes] = {};
   int64_t i = 0;
@@ -38,6 +47,22 @@ T l1_norm(const T* x, int64_t n) {
   for (; i < n; ++i) total += std::abs(x[i]);
   for (int l = 0; l < kLanes; ++l) total += part[l];
   return total;
+}
+FF_CPU_CLONES float l1_norm(const float* x, int64_t n) { return l1_norm_impl(x, n); }
+FF_CPU_CLONES double l1_norm(const double* x, int64_t n) { return l1_norm_impl(x, n); }
+
+// One plane's bins: Y = gain X + scale g Dir(gain X) (interleaved complex).
+template <typename T>
+inline void apply_bins_impl(T* Y, const T* gain, const T* scale, const T* g, T eps, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) augment_bin(Y[2 * i], Y[2 * i + 1], gain[i], scale[i] * g[i], eps);
+}
+FF_CPU_CLONES void apply_bins(float* Y, const float* gain, const float* scale, const float* g,
+                              float eps, int64_t n) {
+  apply_bins_impl(Y, gain, scale, g, eps, n);
+}
+FF_CPU_CLONES void apply_bins(double* Y, const double* gain, const double* scale, const double* g,
+                              double eps, int64_t n) {
+  apply_bins_impl(Y, gain, scale, g, eps, n);
 }
 
 // Hermitian rule on one plane's draws: rows r > H/2 of the self-conjugate
@@ -111,9 +136,7 @@ class Augmenter {
         }
         apply_hermitian_rule(g_.data(), p_.H, p_.W, p_.Wh);
       }
-      T* Yp = Y + 2 * c * bins_;
-      for (int64_t i = 0; i < bins_; ++i)
-        augment_bin(Yp[2 * i], Yp[2 * i + 1], gain_[i], scale_[i] * g_[i], eps);
+      apply_bins(Y + 2 * c * bins_, gain_.data(), scale_.data(), g_.data(), eps, bins_);
     }
   }
 
