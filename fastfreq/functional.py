@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,8 @@ from .philox import philox_normal
 from .reference import PAPER_BANDS
 
 BACKENDS = ("auto", "numpy", "torch", "cpp", "cuda", "triton")
+# set when the Triton kernel failed under backend="auto": auto then stops picking it
+_TRITON_BROKEN: list[str] = []
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -140,7 +143,7 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
         if dev == "cpu":
             return "cpp" if ext.available() else "torch"
         if dev == "cuda":
-            if triton_kernel.supports(x):
+            if triton_kernel.supports(x) and not _TRITON_BROKEN:
                 return "triton"
             return "cuda" if ext.has_cuda() else "torch"
         return "torch"
@@ -192,9 +195,21 @@ def _dispatch(a: _Args, backend: str, precision=None) -> torch.Tensor:
     if name == "numpy":
         return _run_numpy(a)
     if name == "triton":
-        return triton_kernel.spectral_augment(a.x, a.band, a.alpha, a.alpha_r, a.noise, a.sigma,
-                                              a.radius_scale, a.nfd_bands, a.generator, a.seed,
-                                              precision)
+        try:
+            return triton_kernel.spectral_augment(a.x, a.band, a.alpha, a.alpha_r, a.noise, a.sigma,
+                                                  a.radius_scale, a.nfd_bands, a.generator, a.seed,
+                                                  precision)
+        except (ValueError, TypeError):
+            raise
+        except Exception as exc:  # a Triton compile/launch failure on this GPU
+            if backend != "auto":
+                raise
+            _TRITON_BROKEN.append(f"{type(exc).__name__}: {exc}")
+            warnings.warn(f"backend='auto': the Triton kernel failed on {a.x.device} "
+                          f"({_TRITON_BROKEN[0][:300]}); using the "
+                          f"{'cuda' if ext.has_cuda() else 'torch'} backend from now on",
+                          RuntimeWarning, stacklevel=3)
+            return _dispatch(a, backend, precision)
     impl = torch_fft.spectral_augment if name == "torch" else ext.spectral_augment
     return impl(a.x, a.band, a.alpha, a.alpha_r, a.noise, a.sigma, a.radius_scale,
                 a.nfd_bands, a.generator, a.seed)

@@ -160,3 +160,25 @@ def test_gpu_compile_sees_the_triton_op():
         return fastfreq.power_suppress(x, band, alpha, backend="triton", check_values=False) * 2
 
     torch.testing.assert_close(torch.compile(f, fullgraph=True)(x), f(x))
+
+
+def test_auto_falls_back_when_the_triton_kernel_fails(monkeypatch):
+    """Under backend='auto' a Triton failure on a GPU warns once and falls back;
+    an explicit backend='triton' raises."""
+    import fastfreq.functional as F
+
+    monkeypatch.setattr(F, "_TRITON_BROKEN", [])
+    monkeypatch.setattr(F, "resolve_backend",
+                        lambda backend, x: "triton" if not F._TRITON_BROKEN else "torch")
+
+    def boom(*a, **k):
+        raise RuntimeError("PTX compile failed")
+
+    monkeypatch.setattr(F.triton_kernel, "spectral_augment", boom)
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.warns(RuntimeWarning, match="Triton kernel failed.*PTX compile failed"):
+        out = F.power_suppress(x, 0, 0.5)
+    torch.testing.assert_close(out, F.power_suppress(x, 0, 0.5, backend="torch"))
+    monkeypatch.setattr(F, "resolve_backend", lambda backend, x: "triton")
+    with pytest.raises(RuntimeError, match="PTX"):
+        F.power_suppress(x, 0, 0.5, backend="triton")

@@ -201,6 +201,15 @@ if triton is not None:
                  out.to(out_ptr.dtype.element_ty), mask=in_img)
 
 
+if triton is not None:
+    # Warps and stages tuned per (C, H, W) and, as Triton adds to every key,
+    # the dtypes of the tensor arguments. The interpreter runs the plain kernel.
+    _autotuned_kernel = triton.autotune(
+        configs=[triton.Config({}, num_warps=w, num_stages=st) for w in (2, 4, 8) for st in (1, 2)],
+        key=["C", "H", "W"],
+    )(_spectral_augment_kernel)
+
+
 def _launch(x: torch.Tensor, band: torch.Tensor | None, alpha: torch.Tensor | None,
             alpha_r: torch.Tensor | None, noise: torch.Tensor | None, seed: torch.Tensor | None,
             edges: torch.Tensor, ch: torch.Tensor, sh: torch.Tensor, cw: torch.Tensor,
@@ -212,9 +221,12 @@ def _launch(x: torch.Tensor, band: torch.Tensor | None, alpha: torch.Tensor | No
     if xc.numel() == 0:
         return out
     dummy = torch.empty(1, device=x.device, dtype=ch.dtype)
-    kernel = _spectral_augment_kernel
-    if not interpreted() and hasattr(torch.library, "wrap_triton"):
-        kernel = torch.library.wrap_triton(kernel)
+    if interpreted():
+        kernel, launch_opts = _spectral_augment_kernel, {"num_warps": 4}
+    else:
+        kernel, launch_opts = _autotuned_kernel, {}
+        if hasattr(torch.library, "wrap_triton"):
+            kernel = torch.library.wrap_triton(kernel)
     kernel[(B * C,)](
         xc, out,
         band if band is not None else torch.zeros(1, dtype=torch.int64, device=x.device),
@@ -227,7 +239,7 @@ def _launch(x: torch.Tensor, band: torch.Tensor | None, alpha: torch.Tensor | No
         HP=_pad(H), WP=_pad(W), WHP=_pad(W // 2 + 1), N_BANDS=edges.numel() // 2,
         HAS_PS=band is not None, HAS_NFD=alpha_r is not None,
         NOISE_IN_KERNEL=alpha_r is not None and noise is None, PRECISION=precision,
-        num_warps=4,
+        **launch_opts,
     )
     return out
 

@@ -1,0 +1,111 @@
+"""CPU-scale reproduction study on real CIFAR-10 and the CIFAR-10-C sample
+(docs/results.md).
+
+    python -m train.reproduce --shared ../shared/data --epochs 3 --seeds 0 1
+
+1. builds ``data/cifar-10-batches-py`` from the shared JPEG archive (once);
+2. runs the cpu-* presets (nat., PS, NFD, both, APS+NFD with 2+ seeds; the
+   three "LMH" configurations with one) on the full training split, resuming
+   unfinished runs;
+3. evaluates on the clean test split and the 19 corruptions of the sample;
+4. writes the table (relative to nat.), the per-corruption table, the PDM
+   figure of nat. and the LMH runs, and the band shares into
+   ``<out>/results.md`` (+ CSV, PNG, JSON).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from .data import ALL_19
+from .engine import run
+from .presets import get_preset
+from .table import aggregate, load_runs, to_markdown
+
+MAIN = ["cpu-nat", "cpu-sup", "cpu-nfd", "cpu-both", "cpu-aps+nfd"]
+LMH = ["cpu-LMH=100", "cpu-LMH=010", "cpu-LMH=001"]
+
+
+def ensure_cifar(shared: str, root: str = "data") -> str:
+    if not os.path.exists(os.path.join(root, "cifar-10-batches-py", "test_batch")):
+        builder = os.path.join(shared, "build_cifar10.py")
+        if not os.path.exists(builder):
+            raise SystemExit(f"--shared: {builder} not found; point --shared at the shared data folder")
+        subprocess.run([sys.executable, builder, root], check=True)
+    return root
+
+
+def per_corruption_table(runs: dict, presets) -> str:
+    lines = ["| corruption | " + " | ".join(presets) + " |", "|---|" + "---|" * len(presets)]
+    for name in ALL_19:
+        cells = []
+        for p in presets:
+            accs = [np.mean(r["corruption_acc"][name]) for r in runs.get(p, []) if name in r.get("corruption_acc", {})]
+            cells.append(f"{np.mean(accs):.1f}" if accs else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def pdm_figure(runs: dict, presets, path: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    avail = [p for p in presets if p in runs]
+    fig, axes = plt.subplots(1, len(avail), figsize=(2.6 * len(avail), 2.8), squeeze=False)
+    for ax, p in zip(axes[0], avail):
+        h = torch.stack([torch.load(os.path.join(r["_dir"], "pdm_hist.pt")) for r in runs[p]]).mean(0)
+        ax.imshow(h.numpy(), cmap="inferno")
+        ax.set_title(p.replace("cpu-", ""), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("First-layer response histograms (DC at the centre)", fontsize=9)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", default="../shared/data", help="folder with build_cifar10.py and CIFAR-10-C-sample")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--out", default="out/reproduce")
+    a = ap.parse_args(argv)
+    root = ensure_cifar(a.shared)
+    c_root = os.path.join(a.shared, "CIFAR-10-C-sample")
+    runs_dir = os.path.join(a.out, "runs")
+    jobs = [(p, s) for p in MAIN for s in a.seeds] + [(p, a.seeds[0]) for p in LMH]
+    for preset, seed in jobs:
+        cfg = get_preset(preset, seed=seed, epochs=a.epochs, data_root=root, c_root=c_root)
+        done = os.path.join(runs_dir, cfg.run_name, "results.json")
+        if os.path.exists(done) and "clean_acc" in json.load(open(done)):
+            continue
+        t0 = time.time()
+        res = run(cfg, runs_dir, resume=os.path.exists(os.path.join(runs_dir, cfg.run_name, "checkpoint.pt")))
+        print(f"{cfg.run_name}: clean {res['clean_acc']:.2f}%, rob(19) {res.get('rob_19', float('nan')):.2f}%, "
+              f"{time.time() - t0:.0f}s", flush=True)
+    runs = load_runs(runs_dir)
+    rows = aggregate({k: v for k, v in runs.items() if k in MAIN}, "cpu-nat")
+    lmh_rows = aggregate({k: v for k, v in runs.items() if k in LMH + ["cpu-nat"]}, "cpu-nat")
+    pdm_figure(runs, ["cpu-nat"] + LMH, os.path.join(a.out, "pdm.png"))
+    with open(os.path.join(a.out, "results.md"), "w") as f:
+        f.write("## Main table\n\n" + to_markdown(rows) + "\n## Frequency-control runs\n\n" + to_markdown(lmh_rows)
+                + "\n## Accuracy per corruption (mean over severities and seeds)\n\n"
+                + per_corruption_table(runs, MAIN + LMH))
+    with open(os.path.join(a.out, "summary.json"), "w") as f:
+        json.dump({"main": rows, "lmh": lmh_rows, "wall_s": {k: [r.get("wall_s") for r in v] for k, v in runs.items()}},
+                  f, indent=1)
+    print(open(os.path.join(a.out, "results.md")).read())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
