@@ -20,7 +20,7 @@ from train.table import aggregate, load_runs, write_table
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("name", ["resnet18", "vgg16", "vgg16_bn", "small", "tiny"])
+@pytest.mark.parametrize("name", ["resnet18", "vgg16", "vgg16_bn", "small", "narrow", "tiny"])
 @pytest.mark.parametrize("attention", [None, "basic", "extended"])
 def test_model_shapes_and_attention_slot(name, attention):
     m = build_model(name, attention=attention, hidden=32)

@@ -114,6 +114,7 @@ MODELS = {
     "vgg16_bn": lambda **kw: VGG(bn=True, **kw),
     # small, fast models for CPU-scale studies
     "small": lambda **kw: ResNet((1, 1, 1), width=32, **kw),
+    "narrow": lambda **kw: ResNet((1, 1, 1), width=16, **kw),
     "tiny": lambda **kw: ResNet((1, 1), width=16, **kw),
 }
 

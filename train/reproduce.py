@@ -1,7 +1,7 @@
 """CPU-scale reproduction study on real CIFAR-10 and the CIFAR-10-C sample
 (docs/results.md).
 
-    python -m train.reproduce --shared ../shared/data --epochs 3 --seeds 0 1
+    python -m train.reproduce --shared ../shared/data --epochs 4 --seeds 0 1
 
 1. builds ``data/cifar-10-batches-py`` from the shared JPEG archive (once);
 2. runs the cpu-* presets (nat., PS, NFD, both, APS+NFD with 2+ seeds; the
@@ -75,7 +75,7 @@ def pdm_figure(runs: dict, presets, path: str):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default="../shared/data", help="folder with build_cifar10.py and CIFAR-10-C-sample")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--out", default="out/reproduce")
     a = ap.parse_args(argv)
