@@ -92,6 +92,13 @@ inline SpectralParams check_and_pack(const at::Tensor& x, const c10::optional<at
   return p;
 }
 
+inline void check_philox_args(const at::Tensor& seed, at::IntArrayRef shape) {
+  TORCH_CHECK(seed.scalar_type() == at::kLong && seed.numel() == 1,
+              "fastfreq: seed must be an int64 tensor with one element, got ", seed.scalar_type(),
+              " ", seed.sizes());
+  for (auto d : shape) TORCH_CHECK(d >= 0, "fastfreq: shape must be non-negative, got ", shape);
+}
+
 // Float32 compute for reduced and single precision, float64 for double.
 inline at::ScalarType compute_dtype(const at::Tensor& x) {
   return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;

@@ -171,20 +171,20 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
 
 
 def _run_numpy(a: _Args) -> torch.Tensor:
-    def np_or_none(t):
-        return None if t is None else t.detach().cpu().double().numpy()
+    def np_or_none(t, dtype=torch.float64):
+        return None if t is None else t.detach().cpu().to(dtype).numpy()
 
-    np_gen = None
-    if a.noise is None and a.alpha_r is not None and a.seed is not None:
+    noise, np_gen = a.noise, None
+    if noise is None and a.alpha_r is not None and a.seed is not None:
         B, C, H, W = a.x.shape
-        a.noise = philox_normal(a.seed, (B, C, H, W // 2 + 1))
-    elif a.noise is None and a.alpha_r is not None and a.generator is not None:
+        noise = philox_normal(a.seed, (B, C, H, W // 2 + 1))
+    elif noise is None and a.alpha_r is not None and a.generator is not None:
         np_gen = int(torch.randint(0, 2 ** 62, (1,), generator=a.generator,
                                    device=a.generator.device).item())
     out = reference.spectral_augment(
-        np_or_none(a.x), np_or_none(a.band) if a.band is None else a.band.cpu().numpy(),
-        np_or_none(a.alpha), np_or_none(a.alpha_r), np_or_none(a.noise), a.sigma,
-        radius_scale=a.radius_scale, nfd_bands=a.nfd_bands, generator=np_gen)
+        np_or_none(a.x), np_or_none(a.band, torch.int64), np_or_none(a.alpha),
+        np_or_none(a.alpha_r), np_or_none(noise), a.sigma, radius_scale=a.radius_scale,
+        nfd_bands=a.nfd_bands, generator=np_gen)
     return torch.from_numpy(out).to(device=a.x.device, dtype=a.x.dtype)
 
 

@@ -214,9 +214,7 @@ at::Tensor spectral_augment_cpu(const at::Tensor& x, const c10::optional<at::Ten
 }
 
 at::Tensor philox_normal_cpu(const at::Tensor& seed, at::IntArrayRef shape) {
-  TORCH_CHECK(seed.scalar_type() == at::kLong && seed.numel() == 1,
-              "fastfreq: seed must be an int64 tensor with one element");
-  for (auto d : shape) TORCH_CHECK(d >= 0, "fastfreq: shape must be non-negative, got ", shape);
+  check_philox_args(seed, shape);
   at::Tensor out = at::empty(shape, seed.options().dtype(at::kFloat));
   const uint64_t s = static_cast<uint64_t>(seed.item<int64_t>());
   float* o = out.data_ptr<float>();

@@ -117,9 +117,7 @@ at::Tensor spectral_augment_cuda(const at::Tensor& x, const c10::optional<at::Te
 }
 
 at::Tensor philox_normal_cuda(const at::Tensor& seed, at::IntArrayRef shape) {
-  TORCH_CHECK(seed.scalar_type() == at::kLong && seed.numel() == 1,
-              "fastfreq: seed must be an int64 tensor with one element");
-  for (auto d : shape) TORCH_CHECK(d >= 0, "fastfreq: shape must be non-negative, got ", shape);
+  check_philox_args(seed, shape);
   const c10::cuda::CUDAGuard guard(seed.device());
   at::Tensor out = at::empty(shape, seed.options().dtype(at::kFloat));
   const int64_t n = out.numel();
