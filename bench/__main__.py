@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 
 import torch
@@ -112,15 +113,16 @@ def e2e(a) -> dict:
     gpu = torch.cuda.is_available() and a.device != "cpu"
     model = "resnet18" if gpu else "tiny"
     out = {}
-    for label, aug in (("no augmentation", {}), ("PS + NFD", {"ps": True, "nfd": True})):
-        cfg = get_preset("demo-nat", model=model, epochs=2, n_train=a.e2e_images, n_test=100,
-                         device="cuda" if gpu else "cpu", **aug)
-        cfg.preset = f"bench-e2e-{'aug' if aug else 'plain'}"
-        t = Trainer(cfg, os.path.join(a.out, "e2e-runs"), progress=False)
-        t.train_epoch(0)  # warm-up epoch (allocations, cuDNN autotune)
-        stats = t.train_epoch(1)
-        out[label] = stats["images_per_s"]
-        print(f"{model} {label}: {stats['images_per_s']:,.0f} images/s")
+    with tempfile.TemporaryDirectory() as runs:
+        for label, aug in (("no augmentation", {}), ("PS + NFD", {"ps": True, "nfd": True})):
+            cfg = get_preset("demo-nat", model=model, epochs=2, n_train=a.e2e_images, n_test=100,
+                             device="cuda" if gpu else "cpu", **aug)
+            cfg.preset = f"bench-e2e-{'aug' if aug else 'plain'}"
+            t = Trainer(cfg, runs, progress=False)
+            t.train_epoch(0)  # warm-up epoch (allocations, cuDNN autotune)
+            stats = t.train_epoch(1)
+            out[label] = stats["images_per_s"]
+            print(f"{model} {label}: {stats['images_per_s']:,.0f} images/s")
     overhead = 100 * (out["no augmentation"] / out["PS + NFD"] - 1)
     print(f"augmentation overhead: {overhead:.1f}% of the training step time")
     res = {"model": model, "device": "cuda" if gpu else "cpu", "images_per_s": out,
