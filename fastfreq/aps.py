@@ -13,6 +13,8 @@ Typical use in a training step::
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -74,11 +76,13 @@ class ExtendedChannelAttention(ChannelAttention):
         return m * self.mask[:, :, None, None].to(m.dtype)
 
 
+_SIGMOID_4 = 1 / (1 + math.exp(-4))
+
+
 def beta_0(alpha: torch.Tensor) -> torch.Tensor:
     """Eq. 6 on the kept fraction ``kappa = 1 - alpha``."""
     kappa = 1 - alpha
-    return torch.sigmoid(7 * kappa - 3) + 1 - torch.sigmoid(torch.tensor(4.0, dtype=alpha.dtype,
-                                                                        device=alpha.device))
+    return torch.sigmoid(7 * kappa - 3) + (1 - _SIGMOID_4)
 
 
 class AuxLabels(nn.Module):

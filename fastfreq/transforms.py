@@ -90,7 +90,7 @@ class PowerSuppression(_Augment):
         super().__init__(p, same_on_batch, generator, backend)
         if isinstance(bands, str) or not len(bands):
             raise ValueError(f"bands: expected a non-empty sequence of 'L', 'M', 'H', got {bands!r}")
-        self.band_ids = torch.tensor([chk.band_id(b) for b in bands], dtype=torch.int64)
+        self.band_ids = [chk.band_id(b) for b in bands]
         lo, hi = (chk.finite_float(a, "alpha") for a in alpha)
         if not 0 <= lo <= hi <= 1:
             raise ValueError(f"alpha: expected a range (lo, hi) with 0 <= lo <= hi <= 1, got {alpha}")
@@ -102,7 +102,11 @@ class PowerSuppression(_Augment):
         gdev = self._gen_device(device)
         applied = self._applied(batch, device)
         pick = torch.randint(0, len(self.band_ids), (n,), generator=self.generator, device=gdev)
-        band = self.band_ids.to(gdev)[pick].expand(batch).to(device)
+        # map the pick to band ids with scalars: no host-to-device copy (no sync)
+        band = torch.full_like(pick, self.band_ids[0])
+        for j, bid in enumerate(self.band_ids[1:], 1):
+            band = torch.where(pick == j, bid, band)
+        band = band.expand(batch).to(device)
         lo, hi = self.alpha_range
         alpha = (lo + (hi - lo) * self._rand(n, device)).expand(batch).to(device)
         alpha = torch.where(applied, alpha, torch.zeros_like(alpha))

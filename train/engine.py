@@ -186,7 +186,8 @@ class Trainer:
         if self.progress:
             batches = progress_bar(batches, total=len(self.loader), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                                unit="batch", leave=False, mininterval=1.0)
-        sums = torch.zeros(4, device=self.device)  # loss, aux, correct, count
+        sums = torch.zeros(3, device=self.device)  # loss, aux, correct (summed over samples)
+        seen = 0
         t0 = time.perf_counter()
         for i, (x, y, params) in enumerate(batches):
             if cfg.channels_last and self.device.type == "cuda":
@@ -199,18 +200,18 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            with torch.no_grad():
+            with torch.no_grad():  # accumulated on the device: no sync per step
                 sums += torch.stack([ce.detach() * len(y), aux.detach() * len(y),
-                                     (logits.argmax(1) == y).sum().float(), torch.tensor(float(len(y)), device=self.device)])
+                                     (logits.argmax(1) == y).sum().float()])
+            seen += len(y)
             if self.progress and i % 20 == 0 and hasattr(batches, "set_postfix"):
                 s = sums.tolist()
-                batches.set_postfix(loss=f"{s[0] / s[3]:.3f}", aux=f"{s[1] / s[3]:.3f}",
-                                    acc=f"{100 * s[2] / s[3]:.1f}")
+                batches.set_postfix(loss=f"{s[0] / seen:.3f}", aux=f"{s[1] / seen:.3f}",
+                                    acc=f"{100 * s[2] / seen:.1f}")
+        totals = torch.cat([sums, torch.tensor([float(seen)], device=self.device)])
         if self.world > 1:
-            torch.distributed.all_reduce(sums)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        s = sums.tolist()
+            torch.distributed.all_reduce(totals)
+        s = totals.tolist()
         if not all(math.isfinite(v) for v in s):
             raise NaNLossError(f"epoch {epoch + 1}: the loss became NaN/Inf; stopping. The last good "
                                f"checkpoint ({self.ckpt_path}, epoch {epoch}) is kept. Try a lower lr or lam.")
