@@ -151,7 +151,7 @@ def test_killed_run_resumes(tmp_path):
 def test_ddp_gloo_two_processes(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
     out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "train", "run", "--preset", "demo-nat", "--epochs", "3", "--n-train", "1024",
          "--n-test", "100", "--out", str(tmp_path), "--device", "cpu"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
