@@ -10,6 +10,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from .data import BENCHMARK_15
 from .evaluate import relative_mce
 
 
@@ -41,14 +42,18 @@ def aggregate(runs: dict, baseline: str) -> list[dict]:
         raise ValueError(f"baseline: no runs of preset {baseline!r}; have {', '.join(runs)}")
     base = runs[baseline]
     names = sorted(set.intersection(*[set(r.get("corruption_acc", {})) for rs in runs.values() for r in rs]))
-    rob_key = "19" if len(names) >= 19 else ("15" if len(names) >= 15 else "all")
+    described = {19: "all 19 CIFAR-10-C corruptions", 15: "the 15 benchmark corruptions"}
+    corruption_set = described.get(len(names), f"{len(names)} corruptions ({', '.join(names)})")
+    has15 = set(BENCHMARK_15) <= set(names) and len(names) > 15
     base_mean = {n: list(np.mean([r["corruption_acc"][n] for r in base], axis=0)) for n in names}
 
-    def rob(r):
-        return float(np.mean([np.mean(r["corruption_acc"][n]) for n in names])) if names else float("nan")
+    def rob(r, subset=None):
+        subset = names if subset is None else subset
+        return float(np.mean([np.mean(r["corruption_acc"][n]) for n in subset])) if subset else float("nan")
 
     b_clean, _ = _ms([r["clean_acc"] for r in base])
     b_rob, _ = _ms([rob(r) for r in base])
+    b_rob15, _ = _ms([rob(r, BENCHMARK_15) for r in base]) if has15 else (float("nan"), 0.0)
     rows = []
     for preset, rs in runs.items():
         clean = _ms([r["clean_acc"] for r in rs])
@@ -61,28 +66,38 @@ def aggregate(runs: dict, baseline: str) -> list[dict]:
             "preset": preset, "runs": len(rs), "baseline": is_base,
             "clean": clean[0] if is_base else clean[0] - b_clean, "clean_std": clean[1],
             "rob": robv[0] if is_base else robv[0] - b_rob, "rob_std": robv[1],
+            "rob15": float("nan"), "rob15_std": 0.0,
             "mce_rel": rel[0], "mce_rel_std": rel[1], "mce_unnorm": unn[0], "mce_unnorm_std": unn[1],
-            "corruption_set": f"{len(names)} corruptions ({rob_key})",
+            "corruption_set": corruption_set,
             "share_L": float(np.mean([s["L"] for s in shares])) if shares else float("nan"),
             "share_M": float(np.mean([s["M"] for s in shares])) if shares else float("nan"),
             "share_H": float(np.mean([s["H"] for s in shares])) if shares else float("nan"),
             "wall_s": float(np.mean([r.get("wall_s", float("nan")) for r in rs])),
         })
+        if has15:
+            r15 = _ms([rob(r, BENCHMARK_15) for r in rs])
+            rows[-1].update(rob15=r15[0] if is_base else r15[0] - b_rob15, rob15_std=r15[1])
     rows.sort(key=lambda r: (not r["baseline"], r["preset"]))
     return rows
 
 
 def to_markdown(rows: list[dict]) -> str:
     cs = rows[0]["corruption_set"] if rows else ""
-    lines = [f"Clean accuracy and robustness (mean accuracy over {cs}) in %, mCE relative to the "
-             "baseline (= 100) and unnormalised (100 - robustness). The baseline row is absolute "
-             "(in parentheses); the others are differences from it. Mean +- std over seeds.", "",
-             "| preset | runs | clean | robustness | mCE (rel.) | mCE (unnorm.) | PDM share L/M/H |",
-             "|---|---|---|---|---|---|---|"]
+    has15 = any(np.isfinite(r["rob15"]) for r in rows)
+    lines = [f"Clean accuracy and robustness (mean accuracy over {cs}"
+             + ("; also over the 15 benchmark corruptions" if has15 else "")
+             + ") in %, mCE over the same set relative to the baseline (= 100) and unnormalised "
+             "(100 - robustness). The baseline row is absolute (in parentheses); the others are "
+             "differences from it. Mean +- std over seeds.", "",
+             "| preset | runs | clean | robustness" + (" | rob. (15)" if has15 else "")
+             + " | mCE (rel.) | mCE (unnorm.) | PDM share L/M/H |",
+             "|---|---|---|---|---|---|---|" + ("---|" if has15 else "")]
     for r in rows:
         fmt = (lambda m, s: f"({m:.2f} +- {s:.2f})") if r["baseline"] else (lambda m, s: f"{m:+.2f} +- {s:.2f}")
         lines.append(f"| {r['preset']} | {r['runs']} | {fmt(r['clean'], r['clean_std'])} | "
-                     f"{fmt(r['rob'], r['rob_std'])} | {r['mce_rel']:.1f} +- {r['mce_rel_std']:.1f} | "
+                     f"{fmt(r['rob'], r['rob_std'])} | "
+                     + (f"{fmt(r['rob15'], r['rob15_std'])} | " if has15 else "")
+                     + f"{r['mce_rel']:.1f} +- {r['mce_rel_std']:.1f} | "
                      f"{r['mce_unnorm']:.2f} +- {r['mce_unnorm_std']:.2f} | "
                      f"{r['share_L']:.2f}/{r['share_M']:.2f}/{r['share_H']:.2f} |")
     return "\n".join(lines) + "\n"
