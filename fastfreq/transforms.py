@@ -70,7 +70,7 @@ class _Augment(nn.Module):
     def forward(self, x, params=None):
         x4, single = _batched(x)
         if params is None:
-            params = self.sample_params(x4.shape[0], x4.device)
+            params = self.sample_params(x4.shape[0], x4.device, tuple(x4.shape[-2:]))
         out = self.apply_params(x4, params)
         return (out[0] if single else out), params
 
@@ -97,7 +97,8 @@ class PowerSuppression(_Augment):
         self.alpha_range = (lo, hi)
         self.radius_scale = chk.positive_float(radius_scale, "radius_scale")
 
-    def sample_params(self, batch: int, device="cpu") -> dict:
+    def sample_params(self, batch: int, device="cpu", size=None) -> dict:
+        """``size`` (the image size) is accepted for a uniform interface; unused."""
         n = 1 if self.same_on_batch else batch
         gdev = self._gen_device(device)
         applied = self._applied(batch, device)
@@ -158,13 +159,6 @@ class NFD(_Augment):
         w = sample_control_weights(n, n_bands, generator=self.generator,
                                    device=torch.device(device)).expand(batch, n_bands)
         return {"applied": applied, "alpha_r": w, "seed": draw_seed(torch.device(device), self.generator)}
-
-    def forward(self, x, params=None):
-        x4, single = _batched(x)
-        if params is None:
-            params = self.sample_params(x4.shape[0], x4.device, tuple(x4.shape[-2:]))
-        out = self.apply_params(x4, params)
-        return (out[0] if single else out), params
 
     def apply_params(self, x, params):
         bands = resolve_nfd_bands(self.bands, *x.shape[-2:])
