@@ -10,7 +10,7 @@ import fastfreq
 from fastfreq import reference as ref
 from fastfreq.backends import ext, triton_kernel
 
-from .test_backends import TOLERANCE, assert_close
+from .test_backends import assert_close
 
 pytestmark = pytest.mark.skipif(not triton_kernel.available(),
                                 reason=f"Triton not importable: {triton_kernel.IMPORT_ERROR}")
