@@ -128,7 +128,8 @@ def main(argv=None):
                 "Equivalence with the NumPy reference (8 images 3x40x40, PS + NFD, same noise)")
     tp = throughput_table(args.batch)
     print_table(tp, ["backend", "device", "batch", "images_per_s", "vs_torch_cpu"],
-                f"Throughput, PS + NFD fused, 3x40x40 float32 (median of 5; {platform.processor() or platform.machine()}, "
+                "Throughput, PS + NFD fused, 3x40x40 float32 "
+                f"(median of 5; {platform.processor() or platform.machine()}, "
                 f"{torch.get_num_threads()} threads)")
     os.makedirs(args.out, exist_ok=True)
     figs = [power_suppression_grid(x[0], os.path.join(args.out, "power_suppression.png")),

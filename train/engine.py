@@ -166,8 +166,9 @@ class Trainer:
         diff = {k: (old.get(k), getattr(self.cfg, k)) for k in RunConfig.ARCH_FIELDS
                 if old.get(k) != getattr(self.cfg, k)}
         if diff:
+            what = ", ".join(f"{k} (checkpoint {a!r}, now {b!r})" for k, (a, b) in diff.items())
             raise ValueError(f"resume: checkpoint {self.ckpt_path} is from an incompatible run; "
-                             f"differs in {', '.join(f'{k} (checkpoint {a!r}, now {b!r})' for k, (a, b) in diff.items())}")
+                             f"differs in {what}")
         self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])

@@ -58,7 +58,8 @@ def aggregate(runs: dict, baseline: str) -> list[dict]:
     for preset, rs in runs.items():
         clean = _ms([r["clean_acc"] for r in rs])
         robv = _ms([rob(r) for r in rs])
-        rel = _ms([relative_mce({n: r["corruption_acc"][n] for n in names}, base_mean) for r in rs]) if names else (float("nan"), 0)
+        rel = (_ms([relative_mce({n: r["corruption_acc"][n] for n in names}, base_mean) for r in rs])
+               if names else (float("nan"), 0.0))
         unn = _ms([100 - rob(r) for r in rs])
         is_base = preset == baseline
         shares = [r.get("pdm", {}).get("band_shares") for r in rs if r.get("pdm")]
