@@ -237,8 +237,9 @@ class Trainer:
         return self.history
 
     # ------------------------------------------------------------ evaluation
-    def evaluate(self, corruptions=None) -> dict:
-        """Clean and CIFAR-10-C accuracy; writes results.json and the PDM figure (rank 0)."""
+    def evaluate(self, corruptions=None, started: float | None = None) -> dict:
+        """Clean and CIFAR-10-C accuracy; writes results.json and the PDM figure (rank 0).
+        ``started`` (a perf_counter time) adds the run's wall time up to the write."""
         res = {"config": self.cfg.to_dict(), "history": self.history, "device": str(self.device)}
         if self.rank != 0:
             return res
@@ -253,6 +254,8 @@ class Trainer:
         res["pdm"] = self.pdm()
         if self.net.labels is not None and self.net.labels.learnable:
             res["basic_open_ratios"] = self.net.labels.basic_open_ratios().tolist()
+        if started is not None:
+            res["wall_s"] = time.perf_counter() - started
         _atomic_json(res, os.path.join(self.run_dir, "results.json"))
         return res
 
@@ -280,8 +283,4 @@ def run(cfg: RunConfig, out_dir: str = "out/runs", resume: bool = False, stop_af
     t.fit(stop_after)
     if stop_after is not None and t.start_epoch + stop_after < cfg.epochs:
         return {"stopped_after": len(t.history)}
-    res = t.evaluate()
-    res["wall_s"] = time.perf_counter() - t0
-    if t.rank == 0:
-        _atomic_json(res, os.path.join(t.run_dir, "results.json"))
-    return res
+    return t.evaluate(started=t0)
