@@ -245,11 +245,14 @@ class DeviceLoader:
             perm = torch.randperm(n, generator=g)
         else:
             perm = torch.arange(n)
-        per_rank = n // self.world_size if self.world_size > 1 else n
-        return perm[self.rank::self.world_size][:per_rank].to(self.device)
+        return perm[self.rank::self.world_size][:self._shard_size()].to(self.device)
+
+    def _shard_size(self) -> int:
+        """Images per rank and epoch (equal on every rank)."""
+        return self.images.shape[0] // self.world_size
 
     def __len__(self):
-        n = self.images.shape[0] // self.world_size if self.world_size > 1 else self.images.shape[0]
+        n = self._shard_size()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _generator(self):
