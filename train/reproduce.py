@@ -26,7 +26,7 @@ import numpy as np
 from .data import ALL_19
 from .engine import run
 from .presets import get_preset
-from .table import aggregate, load_runs, to_markdown
+from .table import aggregate, load_runs, pdm_figure, to_markdown
 
 MAIN = ["cpu-nat", "cpu-sup", "cpu-nfd", "cpu-both", "cpu-aps+nfd"]
 LMH = ["cpu-LMH=100", "cpu-LMH=010", "cpu-LMH=001"]
@@ -52,26 +52,6 @@ def per_corruption_table(runs: dict, presets) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pdm_figure(runs: dict, presets, path: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    avail = [p for p in presets if p in runs]
-    fig, axes = plt.subplots(1, len(avail), figsize=(2.6 * len(avail), 2.8), squeeze=False)
-    for ax, p in zip(axes[0], avail):
-        h = torch.stack([torch.load(os.path.join(r["_dir"], "pdm_hist.pt")) for r in runs[p]]).mean(0)
-        ax.imshow(h.numpy(), cmap="inferno")
-        ax.set_title(p.replace("cpu-", ""), fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle("First-layer response histograms (DC at the centre)", fontsize=9)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default="../shared/data", help="folder with build_cifar10.py and CIFAR-10-C-sample")
@@ -95,7 +75,8 @@ def main(argv=None) -> int:
     runs = load_runs(runs_dir)
     rows = aggregate({k: v for k, v in runs.items() if k in MAIN}, "cpu-nat")
     lmh_rows = aggregate({k: v for k, v in runs.items() if k in LMH + ["cpu-nat"]}, "cpu-nat")
-    pdm_figure(runs, ["cpu-nat"] + LMH, os.path.join(a.out, "pdm.png"))
+    pdm_figure(runs, os.path.join(a.out, "pdm.png"), ["cpu-nat"] + LMH,
+               "First-layer response histograms (DC at the centre)")
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write("## Main table\n\n" + to_markdown(rows) + "\n## Frequency-control runs\n\n" + to_markdown(lmh_rows)
                 + "\n## Accuracy per corruption (mean over severities and seeds)\n\n"

@@ -116,11 +116,14 @@ def write_table(root: str, baseline: str, out_prefix: str | None = None) -> tupl
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    _pdm_figure(runs, prefix + "_pdm.png")
+    pdm_figure(runs, prefix + "_pdm.png")
     return prefix + ".md", prefix + ".csv"
 
 
-def _pdm_figure(runs: dict, path: str):
+def pdm_figure(runs: dict, path: str, presets=None, title: str | None = None):
+    """One panel per preset (in ``presets`` order, default all): the PDM
+    histogram averaged over its runs, DC at the centre. Returns the path, or
+    None when no run has a histogram."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,19 +131,21 @@ def _pdm_figure(runs: dict, path: str):
     import torch
 
     hists = []
-    for preset, rs in runs.items():
-        hs = [torch.load(os.path.join(r["_dir"], "pdm_hist.pt")) for r in rs
+    for preset in (presets or list(runs)):
+        hs = [torch.load(os.path.join(r["_dir"], "pdm_hist.pt")) for r in runs.get(preset, [])
               if os.path.exists(os.path.join(r["_dir"], "pdm_hist.pt"))]
         if hs:
             hists.append((preset, torch.stack(hs).mean(0)))
     if not hists:
         return None
-    fig, axes = plt.subplots(1, len(hists), figsize=(2.4 * len(hists), 2.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(hists), figsize=(2.6 * len(hists), 2.8), squeeze=False)
     for ax, (name, h) in zip(axes[0], hists):
         ax.imshow(h.numpy(), cmap="inferno")
-        ax.set_title(name, fontsize=8)
+        ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
