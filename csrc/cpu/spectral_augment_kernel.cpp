@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../spectral_checks.h"
@@ -89,7 +90,7 @@ class Augmenter {
         bins_(static_cast<int64_t>(p.H) * p.Wh), pixels_(static_cast<int64_t>(p.H) * p.W),
         curves_(p.has_ps ? 3 * bins_ : 0), hills_(p.has_nfd ? p.n_bands * bins_ : 0),
         gain_(bins_, T(1)), scale_(bins_, T(0)), g_(bins_, T(0)),
-        draws_(seed ? bins_ : 0), scratch_(seed ? bins_ + 8 : 0) {
+        draws_(seed && !std::is_same_v<T, float> ? bins_ : 0), scratch_(seed ? bins_ + 8 : 0) {
     for (int r = 0; r < p.H; ++r) {
       for (int k = 0; k < p.Wh; ++k) {
         const T s = bin_radius<T>(r, k, p.H);
@@ -131,8 +132,12 @@ class Augmenter {
         if (noise_ != nullptr) {
           std::copy_n(noise_ + plane * bins_, bins_, g_.data());
         } else {
-          fill_normals(plane * bins_, bins_, static_cast<uint64_t>(*seed_), draws_.data(), scratch_.data());
-          std::copy_n(draws_.data(), bins_, g_.data());
+          if constexpr (std::is_same_v<T, float>) {  // the draws land in g directly
+            fill_normals(plane * bins_, bins_, static_cast<uint64_t>(*seed_), g_.data(), scratch_.data());
+          } else {
+            fill_normals(plane * bins_, bins_, static_cast<uint64_t>(*seed_), draws_.data(), scratch_.data());
+            std::copy_n(draws_.data(), bins_, g_.data());
+          }
         }
         apply_hermitian_rule(g_.data(), p_.H, p_.W, p_.Wh);
       }
