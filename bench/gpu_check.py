@@ -1,13 +1,21 @@
 """One command for a machine with an NVIDIA GPU (``make gpu-check``).
 
 Uses the interpreter it runs on as it is (no venv, no downloads): builds the
-extension in place for this GPU, runs the whole test suite including the
-GPU-marked tests, the throughput benchmark and the end-to-end overhead, a
-short ResNet-18 training on the embedded data, and writes
-``bench/results/<gpu-name>.md`` plus its JSON. Budget: 10 minutes on an H100.
+extension in place for this GPU, runs the test suite including the GPU-marked
+tests, the throughput benchmark, the end-to-end training overhead and a short
+ResNet-18 training on the embedded data. Every step has its own time limit, so
+one slow step cannot eat the others' time; a step that runs out is reported
+as "timeout" with the end of its output.
 
-    python3 -m bench.gpu_check             # on the GPU machine
-    python3 -m bench.gpu_check --dry-run   # anywhere: checks the plan and prerequisites
+Writes into ``--out`` (default ``out/gpu-check``, untracked):
+``<gpu>-gpu-check.md`` (steps, throughput table, e2e overhead),
+``<gpu>-gpu-check.json`` (the same with each step's output tail),
+``gpu-check.log`` (every step's whole output), and the benchmark's own
+``<gpu>.json/.md/.png`` and ``e2e-gpu.json``.
+
+    python3 -m bench.gpu_check                 # full plan (about 10 minutes on an H100)
+    python3 -m bench.gpu_check --plan quick    # a few minutes: 40x40 only, short e2e/training
+    python3 -m bench.gpu_check --dry-run       # anywhere: prints the plan and prerequisites
 """
 from __future__ import annotations
 
@@ -21,20 +29,35 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUT = os.path.join(ROOT, "out", "gpu-check")
 
 
-def steps(py: str, out: str, arch: str) -> list[tuple[str, list[str], dict]]:
-    env = {"FASTFREQ_CUDA": "1", "TORCH_CUDA_ARCH_LIST": arch, "MAX_JOBS": "16"}
+def steps(py: str, out: str, arch: str, plan: str = "full") -> list[tuple[str, list[str], dict, int]]:
+    """(name, command, extra environment, time limit in seconds) per step."""
+    quick = plan == "quick"
+    build_env = {"FASTFREQ_CUDA": "1", "TORCH_CUDA_ARCH_LIST": arch, "MAX_JOBS": str(os.cpu_count() or 8)}
+    test_cmd = [py, "-m", "pytest", "-q", "tests", "-p", "no:cacheprovider", "-rfE", "--tb=short",
+                "--durations=15"]
+    if importlib.util.find_spec("xdist") is not None:
+        test_cmd += ["-n", "8"]
+    if importlib.util.find_spec("pytest_timeout") is not None:
+        test_cmd += ["--timeout", "300"]
+    sizes = ["40"] if quick else ["32", "40", "64"]
+    dtypes = ["float32"] if quick else ["float32", "bfloat16"]
+    ops = ["both"] if quick else ["both", "ps", "nfd"]
+    throughput = [py, "-m", "bench", "--device", "cuda", "--sizes", *sizes, "--dtypes", *dtypes,
+                  "--ops", *ops, "--batches", "1024", "8192", "--repeats", "20", "--out", out]
     return [
-        ("build", [py, "setup.py", "build_ext", "--inplace"], env),
-        ("tests", [py, "-m", "pytest", "-q", "-x", "tests", "-p", "no:cacheprovider"], {}),
-        ("throughput", [py, "-m", "bench", "--device", "cuda", "--sizes", "32", "40", "64",
-                        "--dtypes", "float32", "float16", "--ops", "both", "ps", "nfd",
-                        "--repeats", "20", "--out", out], {}),
-        ("e2e", [py, "-m", "bench", "e2e", "--device", "cuda", "--e2e-images", "50000", "--out", out], {}),
+        ("build", [py, "setup.py", "build_ext", "--inplace"], build_env, 300),
+        # tests: the Triton kernel at one warp count (autotuning every test's
+        # shape would compile each config for each key)
+        ("tests", test_cmd, {"FASTFREQ_TRITON_AUTOTUNE": "0"}, 200 if quick else 330),
+        ("throughput", throughput, {}, 120 if quick else 300),
+        ("e2e", [py, "-m", "bench", "e2e", "--device", "cuda", "--e2e-images",
+                 "20000" if quick else "50000", "--out", out], {}, 120 if quick else 180),
         ("train", [py, "-m", "train", "run", "--preset", "t3-both+att", "--data", "synthetic",
-                   "--epochs", "3", "--n-train", "20000", "--n-test", "1000", "--out",
-                   os.path.join(out, "gpu-check-runs"), "--resume"], {}),
+                   "--epochs", "1" if quick else "3", "--n-train", "5000" if quick else "20000",
+                   "--n-test", "1000", "--out", os.path.join(out, "runs")], {}, 120 if quick else 240),
     ]
 
 
@@ -59,17 +82,37 @@ def prerequisites() -> dict:
     return found
 
 
+def run_step(cmd, env, limit, log_file) -> tuple[int | str, float, str]:
+    """Run one step in its own process group; kill the group at the limit."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        text, _ = proc.communicate(timeout=limit)
+        rc: int | str = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        text, _ = proc.communicate()
+        rc = "timeout"
+    dt = time.perf_counter() - t0
+    log_file.write(f"\n===== {' '.join(cmd)} (rc={rc}, {dt:.0f} s)\n{text}\n")
+    log_file.flush()
+    return rc, dt, text
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry-run", action="store_true", help="print the plan and check prerequisites only")
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    ap.add_argument("--plan", choices=["full", "quick"], default="full")
+    ap.add_argument("--only", nargs="+", help="run only these steps (build always runs first)")
+    ap.add_argument("--out", default=DEFAULT_OUT)
     a = ap.parse_args(argv)
     py = sys.executable
     pre = prerequisites()
     if a.dry_run:
-        plan = steps(py, a.out, "<device capability>")
-        for name, cmd, env in plan:
-            print(f"[{name}] {' '.join(f'{k}={v}' for k, v in env.items())} {' '.join(cmd)}")
+        for name, cmd, env, limit in steps(py, a.out, "<device capability>", a.plan):
+            print(f"[{name}] (limit {limit} s) {' '.join(f'{k}={v}' for k, v in env.items())} {' '.join(cmd)}")
         print("prerequisites: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in pre.items()))
         return 0
     import torch
@@ -83,32 +126,47 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(a.out, exist_ok=True)
     name = gpu_name()
-    log = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-           "steps": []}
+    log = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "triton": _version("triton"), "python": sys.version.split()[0], "plan": a.plan,
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "steps": []}
     status = 0
-    for step, cmd, env in steps(py, a.out, arch_list()):
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True)
-        dt = time.perf_counter() - t0
-        tail = (proc.stdout + proc.stderr)[-4000:]
-        log["steps"].append({"step": step, "rc": proc.returncode, "seconds": round(dt, 1), "tail": tail})
-        print(f"[{step}] rc={proc.returncode} {dt:.0f}s")
-        if proc.returncode != 0:
-            print(tail)
-            status = 1
-            if step == "build":
-                break
-    with open(os.path.join(a.out, f"{name}-gpu-check.json"), "w") as f:
-        json.dump(log, f, indent=1)
-    write_report(a.out, name, log)
+    with open(os.path.join(a.out, "gpu-check.log"), "w") as lf:
+        for step, cmd, env, limit in steps(py, a.out, arch_list(), a.plan):
+            if a.only and step != "build" and step not in a.only:
+                continue
+            rc, dt, text = run_step(cmd, env, limit, lf)
+            log["steps"].append({"step": step, "rc": rc, "seconds": round(dt, 1), "limit_s": limit,
+                                 "tail": text[-6000:]})
+            print(f"[{step}] rc={rc} {dt:.0f}s", flush=True)
+            if rc != 0:
+                print(text[-3000:], flush=True)
+                status = 1
+                if step == "build":
+                    break
+            _write(a.out, name, log)  # after every step: a later kill keeps what finished
     return status
 
 
+def _version(module: str):
+    try:
+        return importlib.import_module(module).__version__
+    except Exception:  # noqa: BLE001  (report, never fail on a version lookup)
+        return None
+
+
+def _write(out: str, name: str, log: dict):
+    with open(os.path.join(out, f"{name}-gpu-check.json"), "w") as f:
+        json.dump(log, f, indent=1)
+    write_report(out, name, log)
+
+
 def write_report(out: str, name: str, log: dict):
-    """bench/results/<gpu>.md: the steps, the throughput table and the e2e overhead."""
-    lines = [f"# GPU check: {log['gpu']}", "", f"torch {log['torch']}, {log['date']}, `make gpu-check`.", "",
-             "| step | exit | seconds |", "|---|---|---|"]
-    lines += [f"| {s['step']} | {s['rc']} | {s['seconds']} |" for s in log["steps"]]
+    """<out>/<gpu>-gpu-check.md: the steps, the throughput table and the e2e overhead."""
+    lines = [f"# GPU check: {log['gpu']}", "",
+             f"torch {log['torch']} (CUDA {log.get('cuda')}), triton {log.get('triton')}, Python "
+             f"{log.get('python')}; {log['date']}; `python3 -m bench.gpu_check --plan {log.get('plan')}`.",
+             "", "| step | exit | seconds | limit |", "|---|---|---|---|"]
+    lines += [f"| {s['step']} | {s['rc']} | {s['seconds']} | {s.get('limit_s', '')} |" for s in log["steps"]]
     table = os.path.join(out, f"{name}.md")
     if os.path.exists(table):
         lines += ["", open(table).read().split("\n", 2)[-1]]

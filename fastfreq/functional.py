@@ -143,7 +143,7 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
         if dev == "cpu":
             return "cpp" if ext.available() else "torch"
         if dev == "cuda":
-            if triton_kernel.supports(x) and not _TRITON_BROKEN:
+            if triton_kernel.supports(x) and x.dtype != torch.float64 and not _TRITON_BROKEN:
                 return "triton"
             return "cuda" if ext.has_cuda() else "torch"
         return "torch"
@@ -158,6 +158,9 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
         if not triton_kernel.supports(x):
             raise ValueError(f"backend='triton' runs on CUDA tensors (or on CPU tensors under "
                              f"TRITON_INTERPRET=1), x is on {x.device}")
+        if x.dtype == torch.float64:
+            raise TypeError("backend='triton': float64 images are not supported (the kernel "
+                            "computes in float32); use backend='cuda', 'torch' or 'auto'")
     if backend == "cpp":
         ext.require("cpu")
         if dev != "cpu":

@@ -202,12 +202,19 @@ if triton is not None:
 
 
 if triton is not None:
-    # Warps and stages tuned per (C, H, W) and, as Triton adds to every key,
-    # the dtypes of the tensor arguments. The interpreter runs the plain kernel.
+    # Warps tuned per image size and variant (Triton adds the dtypes of the
+    # tensor arguments to every key). No num_stages: the kernel has no loop to
+    # pipeline. FASTFREQ_TRITON_AUTOTUNE=0 launches 4 warps without tuning
+    # (tests, where each tuning compiles every config). The interpreter runs
+    # the plain kernel.
     _autotuned_kernel = triton.autotune(
-        configs=[triton.Config({}, num_warps=w, num_stages=st) for w in (2, 4, 8) for st in (1, 2)],
-        key=["C", "H", "W"],
+        configs=[triton.Config({}, num_warps=w, num_stages=1) for w in (4, 8)],
+        key=["C", "H", "W", "HAS_PS", "HAS_NFD", "NOISE_IN_KERNEL", "PRECISION"],
     )(_spectral_augment_kernel)
+
+
+def _autotune_enabled() -> bool:
+    return os.environ.get("FASTFREQ_TRITON_AUTOTUNE", "1") != "0"
 
 
 def _launch(x: torch.Tensor, band: torch.Tensor | None, alpha: torch.Tensor | None,
@@ -221,19 +228,21 @@ def _launch(x: torch.Tensor, band: torch.Tensor | None, alpha: torch.Tensor | No
     if xc.numel() == 0:
         return out
     dummy = torch.empty(1, device=x.device, dtype=ch.dtype)
-    if interpreted():
+    if interpreted() or not _autotune_enabled():
         kernel, launch_opts = _spectral_augment_kernel, {"num_warps": 4}
+        if not interpreted() and hasattr(torch.library, "wrap_triton"):
+            kernel = torch.library.wrap_triton(kernel)
     else:
         kernel, launch_opts = _autotuned_kernel, {}
         if hasattr(torch.library, "wrap_triton"):
             kernel = torch.library.wrap_triton(kernel)
     kernel[(B * C,)](
         xc, out,
-        band if band is not None else torch.zeros(1, dtype=torch.int64, device=x.device),
-        alpha if alpha is not None else dummy,
+        band.contiguous() if band is not None else torch.zeros(1, dtype=torch.int64, device=x.device),
+        alpha.contiguous() if alpha is not None else dummy,
         alpha_r.contiguous() if alpha_r is not None else dummy,
         noise.contiguous() if noise is not None else dummy,
-        seed if seed is not None else torch.zeros(1, dtype=torch.int64, device=x.device),
+        seed.contiguous() if seed is not None else torch.zeros(1, dtype=torch.int64, device=x.device),
         edges, ch, sh, cw, sw, icw, isw,
         C, H, W, W // 2 + 1, float(sigma), 1.0 / float(radius_scale),
         HP=_pad(H), WP=_pad(W), WHP=_pad(W // 2 + 1), N_BANDS=edges.numel() // 2,
