@@ -48,16 +48,16 @@ def steps(py: str, out: str, arch: str, plan: str = "full") -> list[tuple[str, l
     throughput = [py, "-m", "bench", "--device", "cuda", "--sizes", *sizes, "--dtypes", *dtypes,
                   "--ops", *ops, "--batches", "1024", "8192", "--repeats", "20", "--out", out]
     return [
-        ("build", [py, "setup.py", "build_ext", "--inplace"], build_env, 300),
+        ("build", [py, "setup.py", "build_ext", "--inplace"], build_env, 180 if quick else 300),
         # tests: the Triton kernel at one warp count (autotuning every test's
         # shape would compile each config for each key)
-        ("tests", test_cmd, {"FASTFREQ_TRITON_AUTOTUNE": "0"}, 200 if quick else 330),
-        ("throughput", throughput, {}, 120 if quick else 300),
+        ("tests", test_cmd, {"FASTFREQ_TRITON_AUTOTUNE": "0"}, 150 if quick else 330),
+        ("throughput", throughput, {}, 60 if quick else 300),
         ("e2e", [py, "-m", "bench", "e2e", "--device", "cuda", "--e2e-images",
-                 "20000" if quick else "50000", "--out", out], {}, 120 if quick else 180),
+                 "20000" if quick else "50000", "--out", out], {}, 60 if quick else 180),
         ("train", [py, "-m", "train", "run", "--preset", "t3-both+att", "--data", "synthetic",
                    "--epochs", "1" if quick else "3", "--n-train", "5000" if quick else "20000",
-                   "--n-test", "1000", "--out", os.path.join(out, "runs")], {}, 120 if quick else 240),
+                   "--n-test", "1000", "--out", os.path.join(out, "runs")], {}, 60 if quick else 240),
     ]
 
 
