@@ -4,6 +4,8 @@
     python -m bench --quick               # a small grid (batch 128/1024, 40x40, fp32)
     python -m bench e2e                   # training throughput with / without augmentation
     python -m bench --device cuda         # on a GPU: batches up to 8192, % of bandwidth bound
+    python -m bench aot [--gate] [--full] # GPU kernel resources and a static estimate (no GPU)
+    python -m bench precision --device cuda   # Triton error per precision vs the reference
 
 Writes ``<out>/<device-name>.json`` (device, versions, every figure),
 ``<device-name>.md`` (the table) and ``<device-name>.png`` (images/s vs batch).
@@ -133,10 +135,48 @@ def e2e(a) -> dict:
     return res
 
 
+def precision(a) -> dict:
+    """Max error of the Triton kernel per precision against the reference,
+    relative to the output's value range (random [0, 1] images, PS + NFD with
+    explicit noise), next to the 8-bit quantisation step 1/255."""
+    import numpy as np
+
+    import fastfreq
+    from fastfreq import reference as ref
+    from fastfreq.backends import triton_kernel
+
+    device = a.device
+    rows = []
+    for size in a.sizes or [32, 40, 64]:
+        g = np.random.default_rng(size)
+        B = 64
+        x = g.random((B, 3, size, size)).astype(np.float32)
+        band, alpha, ar = np.arange(B) % 3, g.random(B), g.random((B, 5))
+        noise = g.standard_normal((B, 3, size, size // 2 + 1))
+        want = ref.spectral_augment(x.astype(np.float64), band, alpha, ar, noise)
+        t = lambda v, dt=None: torch.as_tensor(v, device=device, dtype=dt)  # noqa: E731
+        for prec in triton_kernel.PRECISIONS:
+            out = fastfreq.spectral_augment(t(x), t(band), t(alpha), t(ar), t(noise),
+                                            backend="triton", precision=prec)
+            err = float(np.abs(out.double().cpu().numpy() - want).max() / np.ptp(want))
+            rows.append({"size": size, "precision": prec, "max_err_of_range": err,
+                         "quantisation_steps": err * 255})
+            print(f"{size}x{size} {prec:7s} max error {err:.2e} of the range = "
+                  f"{err * 255:.3f} of an 8-bit step", flush=True)
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, f"precision-{device}.json"), "w") as f:
+        json.dump({"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                   "rows": rows}, f, indent=1)
+    return {"rows": rows}
+
+
 def parser():
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", default="throughput", choices=["throughput", "e2e"])
+    ap.add_argument("what", nargs="?", default="throughput", choices=["throughput", "e2e", "aot", "precision"])
+    ap.add_argument("--arch", type=int, nargs="+", default=[90], help="aot: SM architectures (90, 80)")
+    ap.add_argument("--full", action="store_true", help="aot: every shipped configuration")
+    ap.add_argument("--gate", action="store_true", help="aot: exit 1 if a default 32/40 config spills")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--quick", action="store_true", help="a small grid")
     ap.add_argument("--batches", type=int, nargs="+")
@@ -157,7 +197,13 @@ def main(argv=None):
     for name in ("batches", "sizes"):
         if any(v < 1 for v in (getattr(a, name) or [])):
             parser().error(f"--{name}: expected positive integers")
-    if a.what == "e2e":
+    if a.what == "aot":
+        from . import aot
+
+        return aot.report(a.arch, full=a.full, out=a.out, gate=a.gate)
+    if a.what == "precision":
+        precision(a)
+    elif a.what == "e2e":
         e2e(a)
     else:
         throughput(a)

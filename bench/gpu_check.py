@@ -15,6 +15,7 @@ Writes into ``--out`` (default ``out/gpu-check``, untracked):
 
     python3 -m bench.gpu_check                 # full plan (about 10 minutes on an H100)
     python3 -m bench.gpu_check --plan quick    # a few minutes: 40x40 only, short e2e/training
+    python3 -m bench.gpu_check --plan lease    # what fits a 15-minute device lease
     python3 -m bench.gpu_check --dry-run       # anywhere: prints the plan and prerequisites
 """
 from __future__ import annotations
@@ -32,9 +33,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "out", "gpu-check")
 
 
+PLANS = ("full", "quick", "lease")
+
+
 def steps(py: str, out: str, arch: str, plan: str = "full") -> list[tuple[str, list[str], dict, int]]:
-    """(name, command, extra environment, time limit in seconds) per step."""
+    """(name, command, extra environment, time limit in seconds) per step.
+
+    full: the whole grid (about 10 minutes on an H100); quick: 40x40 only, a
+    few minutes; lease: what fits one 15-minute device lease (the whole
+    suite, the "both" grid at 32/40/64 in float32 and bfloat16, PS and NFD
+    alone at 40x40, precision errors, e2e and a short training)."""
     quick = plan == "quick"
+    lease = plan == "lease"
     build_env = {"FASTFREQ_CUDA": "1", "TORCH_CUDA_ARCH_LIST": arch, "MAX_JOBS": str(os.cpu_count() or 8)}
     test_cmd = [py, "-m", "pytest", "-q", "tests", "-p", "no:cacheprovider", "-rfE", "--tb=short",
                 "--durations=15"]
@@ -44,21 +54,36 @@ def steps(py: str, out: str, arch: str, plan: str = "full") -> list[tuple[str, l
         test_cmd += ["--timeout", "300"]
     sizes = ["40"] if quick else ["32", "40", "64"]
     dtypes = ["float32"] if quick else ["float32", "bfloat16"]
-    ops = ["both"] if quick else ["both", "ps", "nfd"]
-    throughput = [py, "-m", "bench", "--device", "cuda", "--sizes", *sizes, "--dtypes", *dtypes,
-                  "--ops", *ops, "--batches", "1024", "8192", "--repeats", "20", "--out", out]
-    return [
-        ("build", [py, "setup.py", "build_ext", "--inplace"], build_env, 180 if quick else 300),
-        # tests: the Triton kernel at one warp count (autotuning every test's
-        # shape would compile each config for each key)
-        ("tests", test_cmd, {"FASTFREQ_TRITON_AUTOTUNE": "0"}, 150 if quick else 330),
-        ("throughput", throughput, {}, 60 if quick else 300),
-        ("e2e", [py, "-m", "bench", "e2e", "--device", "cuda", "--e2e-images",
-                 "20000" if quick else "50000", "--out", out], {}, 60 if quick else 180),
-        ("train", [py, "-m", "train", "run", "--preset", "t3-both+att", "--data", "synthetic",
-                   "--epochs", "1" if quick else "3", "--n-train", "5000" if quick else "20000",
-                   "--n-test", "1000", "--out", os.path.join(out, "runs")], {}, 60 if quick else 240),
+    ops = ["both"] if quick or lease else ["both", "ps", "nfd"]
+    bench = [py, "-m", "bench", "--device", "cuda", "--batches", "1024", "8192", "--repeats", "20"]
+    # the benchmark launches Triton at its default warps (no autotune: each
+    # tuning compiles every config for every key)
+    no_tune = {"FASTFREQ_TRITON_AUTOTUNE": "0"}
+    plan_steps = [
+        ("build", [py, "setup.py", "build_ext", "--inplace"], build_env, 80 if lease else 300),
+        ("tests", test_cmd, no_tune, 150 if quick or lease else 330),
+        ("throughput", bench + ["--sizes", *sizes, "--dtypes", *dtypes, "--ops", *ops, "--out", out],
+         no_tune, 60 if quick else 90 if lease else 300),
     ]
+    if lease:
+        plan_steps.append(("throughput-ps-nfd", bench + ["--sizes", "40", "--dtypes", "float32", "--ops",
+                                                          "ps", "nfd", "--out", os.path.join(out, "ps-nfd")],
+                           no_tune, 35))
+    if not quick:
+        plan_steps.append(("precision", [py, "-m", "bench", "precision", "--device", "cuda", "--out", out],
+                           {}, 30 if lease else 60))
+    plan_steps += [
+        ("e2e", [py, "-m", "bench", "e2e", "--device", "cuda", "--e2e-images",
+                 "20000" if quick or lease else "50000", "--out", out], {},
+         60 if quick else 35 if lease else 180),
+        ("train", [py, "-m", "train", "run", "--preset", "t3-both+att", "--data", "synthetic",
+                   "--epochs", "1" if quick or lease else "3", "--n-train", "5000" if quick or lease else "20000",
+                   "--n-test", "1000", "--out", os.path.join(out, "runs")], {},
+         60 if quick else 35 if lease else 240),
+    ]
+    if lease:  # measurements first; the suite takes the time that is left
+        plan_steps.append(plan_steps.pop(1))
+    return plan_steps
 
 
 def gpu_name() -> str:
@@ -104,7 +129,7 @@ def run_step(cmd, env, limit, log_file) -> tuple[int | str, float, str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry-run", action="store_true", help="print the plan and check prerequisites only")
-    ap.add_argument("--plan", choices=["full", "quick"], default="full")
+    ap.add_argument("--plan", choices=PLANS, default="full")
     ap.add_argument("--only", nargs="+", help="run only these steps (build always runs first)")
     ap.add_argument("--out", default=DEFAULT_OUT)
     a = ap.parse_args(argv)

@@ -233,9 +233,17 @@ FF_HD void box_muller(uint32_t a, uint32_t b, float& z0, float& z1) {
   z1 = r * s;
 }
 
-// The standard normal draw of half-spectrum element `index` (a linear index
-// into (B, C, H, W/2+1), after the Hermitian rule): lane index % 4 of Philox
-// group index / 4.
+// Noise streams are row-aligned: a row of n half-spectrum bins occupies
+// philox_row_len(n) = 4 * ceil(n / 4) stream positions, so each row starts a
+// Philox group (fastfreq/philox.py says the same in Python).
+FF_HD int64_t philox_row_len(int64_t n) { return 4 * ((n + 3) / 4); }
+
+// Stream position of bin k of row `row` (rows counted over (B, C, H) of the
+// half spectrum, after the Hermitian rule).
+FF_HD int64_t noise_index(int64_t row, int64_t k, int64_t n) { return row * philox_row_len(n) + k; }
+
+// The standard normal draw at stream position `index`: lane index % 4 of
+// Philox group index / 4.
 FF_HD float normal_at(int64_t index, uint64_t seed) {
   const uint64_t g = static_cast<uint64_t>(index) >> 2;
   const U32x4 u = philox4x32_10(static_cast<uint32_t>(g), static_cast<uint32_t>(g >> 32), seed);

@@ -15,10 +15,8 @@ import numpy as np
 import torch
 
 from . import _checks as chk
-from . import reference
-from .backends import ext, torch_fft, triton_kernel
-from .philox import philox_normal
-from .reference import PAPER_BANDS
+from .backends import ext, numpy_ref, torch_fft, triton_kernel
+from .constants import PAPER_BANDS
 
 BACKENDS = ("auto", "numpy", "torch", "cpp", "cuda", "triton")
 # set when the Triton kernel failed under backend="auto": auto then stops picking it
@@ -134,6 +132,15 @@ def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, gen
     return _Args(x, band, alpha, alpha_r, noise, sigma, radius_scale, bands, generator, seed)
 
 
+def _auto_cuda(x: torch.Tensor) -> str:
+    """auto on CUDA: the backend measured faster for images like x
+    (bench/results, README "Performance"); Triton only where it supports x."""
+    triton_ok = triton_kernel.supports(x) and not _TRITON_BROKEN
+    if ext.has_cuda() and not (triton_ok and triton_kernel.preferred_on_gpu(x)):
+        return "cuda"
+    return "triton" if triton_ok else "torch"
+
+
 def resolve_backend(backend: str, x: torch.Tensor) -> str:
     """The concrete backend that ``backend`` names for images like ``x``."""
     if backend not in BACKENDS:
@@ -143,9 +150,7 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
         if dev == "cpu":
             return "cpp" if ext.available() else "torch"
         if dev == "cuda":
-            if triton_kernel.supports(x) and x.dtype != torch.float64 and not _TRITON_BROKEN:
-                return "triton"
-            return "cuda" if ext.has_cuda() else "torch"
+            return _auto_cuda(x)
         return "torch"
     if backend == "triton":
         if not triton_kernel.available():
@@ -155,12 +160,12 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
             raise ValueError(f"backend='triton': images up to {triton_kernel.MAX_SIDE}x"
                              f"{triton_kernel.MAX_SIDE}, got {x.shape[-2]}x{x.shape[-1]}; use "
                              "backend='cuda' or 'auto'")
-        if not triton_kernel.supports(x):
-            raise ValueError(f"backend='triton' runs on CUDA tensors (or on CPU tensors under "
-                             f"TRITON_INTERPRET=1), x is on {x.device}")
         if x.dtype == torch.float64:
             raise TypeError("backend='triton': float64 images are not supported (the kernel "
                             "computes in float32); use backend='cuda', 'torch' or 'auto'")
+        if not triton_kernel.supports(x):
+            raise ValueError(f"backend='triton' runs on CUDA tensors (or on CPU tensors under "
+                             f"TRITON_INTERPRET=1), x is on {x.device}")
     if backend == "cpp":
         ext.require("cpu")
         if dev != "cpu":
@@ -173,49 +178,30 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
     return backend
 
 
-def _run_numpy(a: _Args) -> torch.Tensor:
-    def np_or_none(t, dtype=torch.float64):
-        return None if t is None else t.detach().cpu().to(dtype).numpy()
-
-    noise, np_gen = a.noise, None
-    if noise is None and a.alpha_r is not None and a.seed is not None:
-        B, C, H, W = a.x.shape
-        noise = philox_normal(a.seed, (B, C, H, W // 2 + 1))
-    elif noise is None and a.alpha_r is not None and a.generator is not None:
-        np_gen = int(torch.randint(0, 2 ** 62, (1,), generator=a.generator,
-                                   device=a.generator.device).item())
-    out = reference.spectral_augment(
-        np_or_none(a.x), np_or_none(a.band, torch.int64), np_or_none(a.alpha),
-        np_or_none(a.alpha_r), np_or_none(noise), a.sigma, radius_scale=a.radius_scale,
-        nfd_bands=a.nfd_bands, generator=np_gen)
-    return torch.from_numpy(out).to(device=a.x.device, dtype=a.x.dtype)
+_MODULES = {"numpy": numpy_ref, "torch": torch_fft, "cpp": ext, "cuda": ext, "triton": triton_kernel}
 
 
 def _dispatch(a: _Args, backend: str, precision=None) -> torch.Tensor:
     name = resolve_backend(backend, a.x)
     if a.x.numel() == 0:
         return torch.empty(a.x.shape, dtype=a.x.dtype, device=a.x.device)
-    if name == "numpy":
-        return _run_numpy(a)
-    if name == "triton":
-        try:
-            return triton_kernel.spectral_augment(a.x, a.band, a.alpha, a.alpha_r, a.noise, a.sigma,
-                                                  a.radius_scale, a.nfd_bands, a.generator, a.seed,
-                                                  precision)
-        except (ValueError, TypeError):
+    impl = _MODULES[name].spectral_augment
+    try:
+        return impl(a.x, a.band, a.alpha, a.alpha_r, a.noise, a.sigma, a.radius_scale,
+                    a.nfd_bands, a.generator, seed=a.seed, precision=precision)
+    except (ValueError, TypeError):
+        raise
+    except Exception as exc:
+        # a Triton compile/launch failure on this GPU: under "auto" warn once
+        # and use the compiled CUDA (or eager) backend from then on
+        if name != "triton" or backend != "auto":
             raise
-        except Exception as exc:  # a Triton compile/launch failure on this GPU
-            if backend != "auto":
-                raise
-            _TRITON_BROKEN.append(f"{type(exc).__name__}: {exc}")
-            warnings.warn(f"backend='auto': the Triton kernel failed on {a.x.device} "
-                          f"({_TRITON_BROKEN[0][:300]}); using the "
-                          f"{'cuda' if ext.has_cuda() else 'torch'} backend from now on",
-                          RuntimeWarning, stacklevel=3)
-            return _dispatch(a, backend, precision)
-    impl = torch_fft.spectral_augment if name == "torch" else ext.spectral_augment
-    return impl(a.x, a.band, a.alpha, a.alpha_r, a.noise, a.sigma, a.radius_scale,
-                a.nfd_bands, a.generator, a.seed)
+        _TRITON_BROKEN.append(f"{type(exc).__name__}: {exc}")
+        warnings.warn(f"backend='auto': the Triton kernel failed on {a.x.device} "
+                      f"({_TRITON_BROKEN[0][:300]}); using the "
+                      f"{'cuda' if ext.has_cuda() else 'torch'} backend from now on",
+                      RuntimeWarning, stacklevel=3)
+        return _dispatch(a, backend, precision)
 
 
 def _batched(x):

@@ -1,8 +1,13 @@
 """Philox4x32-10 normal draws in plain torch, bit-compatible with the kernels.
 
-The compiled kernels (csrc/spectral_common.h) draw element ``i`` of a
-half-spectrum noise array as lane ``i % 4`` of Philox group ``i // 4`` with the
-Box-Muller mapping of Triton's ``tl.randn4x``. This module computes the same
+The compiled kernels (csrc/spectral_common.h, the Triton kernel) draw the
+noise of a half-spectrum array row by row in row-aligned groups of four: bin
+``k`` of row ``r`` (rows counted over all leading dimensions, ``G =
+ceil(n / 4)`` groups per row of ``n`` bins) is lane ``k % 4`` of Philox group
+``r * G + k // 4``, with the Box-Muller mapping of Triton's ``tl.randn4x``.
+(Equivalently: element ``r * 4G + k`` of a flat stream whose element ``i`` is
+lane ``i % 4`` of group ``i // 4``.) Row alignment lets a kernel draw a tile
+of a plane with one Philox call per four bins. This module computes the same
 draws with tensor ops (on any device, the seed may be a device tensor, so
 there is no host sync), so that the eager backend can replay an in-kernel
 draw. The uniforms are identical; the normals agree to float32 rounding
@@ -13,6 +18,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from .constants import PHILOX_LANES
 
 _M32 = 0xFFFFFFFF
 
@@ -56,12 +63,22 @@ def _unit(u: torch.Tensor) -> torch.Tensor:
     return v.to(torch.float32) * 4.6566127342e-10
 
 
+def padded_index(shape, device=None) -> torch.Tensor:
+    """Stream index ``r * 4G + k`` of every element of ``shape`` (see above)."""
+    shape = tuple(int(v) for v in shape)
+    n = shape[-1] if shape else 1
+    rows = math.prod(shape[:-1]) if shape else 1
+    row_len = PHILOX_LANES * ((n + PHILOX_LANES - 1) // PHILOX_LANES)
+    r = torch.arange(rows, device=device, dtype=torch.int64)[:, None]
+    k = torch.arange(n, device=device, dtype=torch.int64)[None, :]
+    return (r * row_len + k).reshape(shape)
+
+
 def philox_normal(seed: torch.Tensor, shape, device=None) -> torch.Tensor:
-    """Standard normal float32 draws laid out as ``shape``; element ``i`` is the
-    kernels' draw ``i`` for ``seed``."""
+    """Standard normal float32 draws laid out as ``shape``: the kernels' draws
+    for ``seed`` (row-aligned groups along the last dimension)."""
     device = seed.device if device is None else device
-    n = math.prod(shape)
-    idx = torch.arange(n, device=device, dtype=torch.int64)
+    idx = padded_index(shape, device).reshape(-1)
     x, y, z, w = philox4x32_10(idx >> 2, seed.to(device))
     lane = idx & 3
     a = torch.where(lane < 2, x, z)

@@ -22,13 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import _checks as chk
-
-#: The paper's five NFD bands for 40x40 images, as ``(a, b)`` edges of eq. 13.
-PAPER_BANDS: tuple[tuple[float, float], ...] = ((0, 9), (10, 13), (14, 17), (18, 20), (21, 29))
-#: Band ids of the power-suppression masks.
-BAND_IDS = {"L": 0, "M": 1, "H": 2}
-#: Dir threshold relative to the plane's L1 norm (see docs/paper-notes.md).
-DIR_EPS_REL = 1e-6
+from .constants import BAND_IDS, DIR_EPS_REL, PAPER_BANDS  # noqa: F401  (re-exported)
 
 
 # ---------------------------------------------------------------------------

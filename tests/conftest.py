@@ -9,7 +9,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from fastfreq.backends import ext  # noqa: E402
+from fastfreq.backends import ext, triton_kernel  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
@@ -27,14 +27,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
-def backend_params():
-    """(backend, device) pairs that can run here, each marked as needed."""
-    params = [pytest.param(("torch", "cpu"), id="torch-cpu")]
-    params.append(pytest.param(("cpp", "cpu"), id="cpp-cpu", marks=pytest.mark.skipif(
-        not ext.available(), reason=f"fastfreq._C not built: {ext.LOAD_ERROR}")))
-    params.append(pytest.param(("torch", "cuda"), id="torch-cuda", marks=pytest.mark.gpu))
-    params.append(pytest.param(("cuda", "cuda"), id="cuda-cuda", marks=[pytest.mark.gpu,
-                  pytest.mark.skipif(not ext.has_cuda(), reason="fastfreq._C built without CUDA")]))
+def backend_params(numpy: bool = True):
+    """Every backend this machine can run, as (backend, device) pairs: the
+    NumPy reference, eager torch, the C++ CPU op, the Triton kernel (compiled
+    on a GPU, under Triton's interpreter on CPU tensors otherwise), and on a
+    GPU eager torch and the CUDA op. The same parametrised cases run on each."""
+    no_ext = pytest.mark.skipif(not ext.available(), reason=f"fastfreq._C not built: {ext.LOAD_ERROR}")
+    no_triton = pytest.mark.skipif(not triton_kernel.available(),
+                                   reason=f"Triton not importable: {triton_kernel.IMPORT_ERROR}")
+    params = [pytest.param(("numpy", "cpu"), id="numpy-cpu")] if numpy else []
+    params += [
+        pytest.param(("torch", "cpu"), id="torch-cpu"),
+        pytest.param(("cpp", "cpu"), id="cpp-cpu", marks=no_ext),
+        pytest.param(("triton", "cuda" if HAS_CUDA else "cpu"),
+                     id="triton-cuda" if HAS_CUDA else "triton-interpreter", marks=no_triton),
+        pytest.param(("torch", "cuda"), id="torch-cuda", marks=pytest.mark.gpu),
+        pytest.param(("cuda", "cuda"), id="cuda-cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+            not ext.has_cuda(), reason="fastfreq._C built without CUDA")]),
+    ]
     return params
 
 

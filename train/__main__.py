@@ -48,7 +48,9 @@ def _init_distributed():
         import torch
         import torch.distributed as dist
 
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # gloo for CPU tensors always (a --device cpu run on a GPU machine), NCCL
+        # for CUDA tensors where there is a GPU
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
         return True
     return False
 

@@ -173,7 +173,7 @@ class Trainer:
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.history = state["history"]
-        torch.set_rng_state(state["rng_cpu"])
+        torch.set_rng_state(state["rng_cpu"].cpu())  # map_location moved it to the run device
         self.start_epoch = state["epoch"] + 1
         self.log.info(f"resumed from epoch {state['epoch'] + 1}")
         return True

@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -106,24 +107,33 @@ class Augmenter {
   // Image b: Y points at its C half-spectrum planes (interleaved complex), x
   // at its C input planes.
   void image(int64_t b, T* Y, const T* x) {
+    // Out-of-range parameters (possible when Python skipped its value checks)
+    // make the whole image NaN, as on every backend; nothing is read with them.
+    bool bad = false;
     if (p_.has_ps) {
-      const int band_b = static_cast<int>(band_[b]);
+      const int64_t band_b = band_[b];
       const T alpha_b = alpha_[b];
-      TORCH_CHECK(band_b >= 0 && band_b <= 2, "fastfreq: band ids must be in {0, 1, 2}, got ", band_b);
-      TORCH_CHECK(alpha_b >= T(0) && alpha_b <= T(1), "fastfreq: alpha must be in [0, 1], got ", alpha_b);
-      const T* m = curves_.data() + band_b * bins_;
-      for (int64_t i = 0; i < bins_; ++i) gain_[i] = gain_from_mask(alpha_b, m[i]);
+      bad = !(band_b >= 0 && band_b <= 2 && alpha_b >= T(0) && alpha_b <= T(1));
+      if (!bad) {
+        const T* m = curves_.data() + band_b * bins_;
+        for (int64_t i = 0; i < bins_; ++i) gain_[i] = gain_from_mask(alpha_b, m[i]);
+      }
     }
     if (p_.has_nfd) {
       const T* ar = alpha_r_ + b * p_.n_bands;
-      for (int j = 0; j < p_.n_bands; ++j)
-        TORCH_CHECK(ar[j] >= T(0) && ar[j] <= T(1), "fastfreq: alpha_r must be in [0, 1], got ", ar[j]);
-      std::fill(scale_.begin(), scale_.end(), T(0));
-      for (int j = 0; j < p_.n_bands; ++j) {
-        const T* h = hills_.data() + j * bins_;
-        for (int64_t i = 0; i < bins_; ++i) scale_[i] += ar[j] * h[i];
+      for (int j = 0; j < p_.n_bands; ++j) bad |= !(ar[j] >= T(0) && ar[j] <= T(1));
+      if (!bad) {
+        std::fill(scale_.begin(), scale_.end(), T(0));
+        for (int j = 0; j < p_.n_bands; ++j) {
+          const T* h = hills_.data() + j * bins_;
+          for (int64_t i = 0; i < bins_; ++i) scale_[i] += ar[j] * h[i];
+        }
+        for (int64_t i = 0; i < bins_; ++i) scale_[i] = std_from_control(p_.sigma, scale_[i]);
       }
-      for (int64_t i = 0; i < bins_; ++i) scale_[i] = std_from_control(p_.sigma, scale_[i]);
+    }
+    if (bad) {
+      std::fill(Y, Y + 2 * p_.C * bins_, std::numeric_limits<T>::quiet_NaN());
+      return;
     }
     for (int c = 0; c < p_.C; ++c) {
       const int64_t plane = b * p_.C + c;
@@ -132,12 +142,13 @@ class Augmenter {
         if (noise_ != nullptr) {
           std::copy_n(noise_ + plane * bins_, bins_, g_.data());
         } else {
-          if constexpr (std::is_same_v<T, float>) {  // the draws land in g directly
-            fill_normals(plane * bins_, bins_, static_cast<uint64_t>(*seed_), g_.data(), scratch_.data());
-          } else {
-            fill_normals(plane * bins_, bins_, static_cast<uint64_t>(*seed_), draws_.data(), scratch_.data());
-            std::copy_n(draws_.data(), bins_, g_.data());
-          }
+          // row by row: each row starts a Philox group (noise_index)
+          float* dst = std::is_same_v<T, float> ? reinterpret_cast<float*>(g_.data()) : draws_.data();
+          for (int r = 0; r < p_.H; ++r)
+            fill_normals(noise_index(plane * p_.H + r, 0, p_.Wh), p_.Wh,
+                         static_cast<uint64_t>(*seed_), dst + static_cast<int64_t>(r) * p_.Wh,
+                         scratch_.data());
+          if constexpr (!std::is_same_v<T, float>) std::copy_n(draws_.data(), bins_, g_.data());
         }
         apply_hermitian_rule(g_.data(), p_.H, p_.W, p_.Wh);
       }
@@ -221,11 +232,16 @@ at::Tensor spectral_augment_cpu(const at::Tensor& x, const c10::optional<at::Ten
 at::Tensor philox_normal_cpu(const at::Tensor& seed, at::IntArrayRef shape) {
   check_philox_args(seed, shape);
   at::Tensor out = at::empty(shape, seed.options().dtype(at::kFloat));
+  if (out.numel() == 0) return out;
   const uint64_t s = static_cast<uint64_t>(seed.item<int64_t>());
   float* o = out.data_ptr<float>();
-  at::parallel_for(0, out.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(end - begin + 8);
-    fill_normals(begin, end - begin, s, o + begin, scratch.data());
+  const int64_t row_len = shape.empty() ? 1 : shape.back();
+  const int64_t rows = out.numel() / row_len;
+  const int64_t grain = std::max<int64_t>(1, (1 << 14) / row_len);
+  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+    std::vector<float> scratch(row_len + 8);
+    for (int64_t r = r0; r < r1; ++r)
+      fill_normals(noise_index(r, 0, row_len), row_len, s, o + r * row_len, scratch.data());
   });
   return out;
 }

@@ -45,13 +45,15 @@ __global__ void augment_planes_kernel(T* __restrict__ Y, const T* __restrict__ x
   T alpha_b = T(0);
   bool bad = false;  // invalid parameters give NaN output rather than a device assert
   if (p.has_ps) {
-    band_b = static_cast<int>(band[b]);
+    const int64_t band_v = band[b];  // compared before narrowing: 2**32 is not band 0
     alpha_b = alpha[b];
-    bad = !(band_b >= 0 && band_b <= 2 && alpha_b >= T(0) && alpha_b <= T(1));
+    bad = !(band_v >= 0 && band_v <= 2 && alpha_b >= T(0) && alpha_b <= T(1));
+    band_b = bad ? 0 : static_cast<int>(band_v);
   }
   const T* ar = p.has_nfd ? alpha_r + b * p.n_bands : nullptr;
   for (int i = 0; ar != nullptr && i < p.n_bands; ++i) bad |= !(ar[i] >= T(0) && ar[i] <= T(1));
   const uint64_t seed_v = seed != nullptr ? static_cast<uint64_t>(*seed) : 0;
+  const T inv_hw = T(1) / static_cast<T>(plane_px);
 
   T* Yp = Y + 2 * plane * plane_bins;
   for (int64_t i = threadIdx.x; i < plane_bins; i += blockDim.x) {
@@ -61,24 +63,27 @@ __global__ void augment_planes_kernel(T* __restrict__ Y, const T* __restrict__ x
         p.has_ps ? suppression_gain(band_b, alpha_b, s * static_cast<T>(p.inv_radius_scale)) : T(1);
     T n = T(0);
     if (p.has_nfd) {
-      const int64_t c = static_cast<int64_t>(canonical_row(r, k, H, W)) * Wh + k;
-      const T g = noise != nullptr ? noise[plane * plane_bins + c]
-                                   : static_cast<T>(normal_at(plane * plane_bins + c, seed_v));
+      const int rc = canonical_row(r, k, H, W);
+      const T g = noise != nullptr
+                      ? noise[plane * plane_bins + static_cast<int64_t>(rc) * Wh + k]
+                      : static_cast<T>(normal_at(noise_index(plane * H + rc, k, Wh), seed_v));
       n = nfd_std(ar, p, s) * g;
     }
     T re = Yp[2 * i], im = Yp[2 * i + 1];
-    augment_bin(re, im, gain, n, eps);
+    // 1/(H W) of the inverse FFT folded in (Dir is scale-invariant, so gain,
+    // noise and eps scale together); the C2R below runs unnormalised
+    augment_bin(re, im, gain * inv_hw, n * inv_hw, eps * inv_hw);
     if (bad) re = im = NAN;
     Yp[2 * i] = re;
     Yp[2 * i + 1] = im;
   }
 }
 
-__global__ void philox_normal_kernel(float* out, int64_t n, const int64_t* seed) {
+__global__ void philox_normal_kernel(float* out, int64_t n, int64_t row_len, const int64_t* seed) {
   const uint64_t s = static_cast<uint64_t>(*seed);
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    out[i] = normal_at(i, s);
+    out[i] = normal_at(noise_index(i / row_len, i % row_len, row_len), s);
 }
 
 at::Tensor spectral_augment_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& band,
@@ -113,7 +118,10 @@ at::Tensor spectral_augment_cuda(const at::Tensor& x, const c10::optional<at::Te
         seed.has_value() ? seed_c.data_ptr<int64_t>() : nullptr, p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return at::fft_irfft2(spec, std::vector<int64_t>{p.H, p.W}).to(x.scalar_type());
+  // norm="forward": the inverse is unnormalised (the kernel applied 1/(H W)),
+  // which saves ATen's separate scaling pass over the output
+  return at::fft_irfft2(spec, std::vector<int64_t>{p.H, p.W}, {-2, -1}, "forward")
+      .to(x.scalar_type());
 }
 
 at::Tensor philox_normal_cuda(const at::Tensor& seed, at::IntArrayRef shape) {
@@ -123,8 +131,9 @@ at::Tensor philox_normal_cuda(const at::Tensor& seed, at::IntArrayRef shape) {
   const int64_t n = out.numel();
   if (n == 0) return out;
   const int blocks = static_cast<int>(std::min<int64_t>((n + 255) / 256, 65535));
+  const int64_t row_len = shape.empty() ? 1 : shape.back();
   philox_normal_kernel<<<blocks, 256, 0, at::cuda::getCurrentCUDAStream()>>>(
-      out.data_ptr<float>(), n, seed.contiguous().data_ptr<int64_t>());
+      out.data_ptr<float>(), n, row_len, seed.contiguous().data_ptr<int64_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }

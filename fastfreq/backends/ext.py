@@ -46,7 +46,7 @@ if _C is not None:
 
 
 def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
-                     seed=None):
+                     seed=None, precision=None):
     """The compiled op; without ``noise`` the kernel draws Philox noise for
     ``seed`` (an int64 tensor on x's device), itself drawn from ``generator``
     when None."""

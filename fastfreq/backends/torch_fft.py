@@ -7,12 +7,13 @@ from __future__ import annotations
 import torch
 
 from .. import masks
+from ..constants import DIR_EPS_REL
 from ..philox import philox_normal
-from ..reference import DIR_EPS_REL
+from ._contract import bad_images
 
 
 def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands,
-                     generator, seed=None):
+                     generator, seed=None, precision=None):
     """``X = rfft2(x); Y = g X; Z = Y + R Dir(Y); out = irfft2(Z)``.
 
     Without ``noise``: the kernels' Philox draw for ``seed`` when given (so
@@ -21,6 +22,13 @@ def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_ba
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     xf = x.to(compute)
     H, W = x.shape[-2:]
+    bad = bad_images(band, alpha, alpha_r)
+    if bad is not None:  # valid stand-ins, so no index is out of range; NaN below
+        if band is not None:
+            band = torch.where(bad, 0, band)
+            alpha = torch.where(bad, 0, alpha)
+        if alpha_r is not None:
+            alpha_r = torch.where(bad[:, None], 0, alpha_r)
     X = torch.fft.rfft2(xf)
     if band is not None:
         X = X * masks.suppression_gain(band, alpha.to(compute), H, W,
@@ -37,4 +45,7 @@ def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_ba
         direction = torch.where(mag > eps, X / torch.where(mag > eps, mag, 1),
                                 torch.ones_like(X))
         X = X + (std[:, None] * G) * direction
-    return torch.fft.irfft2(X, s=(H, W)).to(x.dtype)
+    out = torch.fft.irfft2(X, s=(H, W))
+    if bad is not None:
+        out = torch.where(bad[:, None, None, None], float("nan"), out)
+    return out.to(x.dtype)

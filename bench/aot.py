@@ -1,0 +1,251 @@
+"""Ahead-of-time resource report of the GPU kernels, without a GPU.
+
+    python -m bench aot                       # default configurations, sm_90
+    python -m bench aot --full --arch 90 80   # every shipped configuration
+    python -m bench aot --gate                # exit 1 if a default 32x32/40x40 config spills
+
+Compiles the Triton kernel for a target (``triton.compile`` with
+``GPUTarget("cuda", arch, 32)``; ptxas and cuobjdump ship in the triton
+wheel) and reads per configuration: registers, spill bytes, stack frame,
+shared memory, SASS instruction count and the ``tl.dot`` shapes. The CUDA
+kernels are read from the built extension (``cuobjdump -res-usage``).
+
+Then a *static estimate* (never a measurement) for one batch of
+1024x3x40x40 float32 PS+NFD: the HBM time (bytes in + out over the spec
+bandwidth), the tensor-core time (the padded DFT FLOPs over the TF32 rate),
+and the instruction-issue time (SASS instructions x warps x planes over
+SMs x 4 issue slots x clock); the estimate is the largest of the three. The
+CUDA path is estimated from the bytes its passes move.
+
+Writes ``<out>/aot-sm<arch>.json`` and ``.md`` (default out: ``out/bench``).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Hardware figures the estimate uses (vendor spec sheets, H100 SXM5; dense).
+H100 = {"name": "H100 SXM (spec)", "sms": 132, "clock_hz": 1.98e9, "hbm_bytes_s": 3.35e12,
+        "tf32_flops": 494.7e12, "fp32_flops": 66.9e12, "issue_per_sm_clock": 4}
+ESTIMATE_SHAPE = (1024, 3, 40, 40)
+SIZES = (32, 40, 64)
+
+
+def _tools():
+    import triton
+
+    base = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    return os.path.join(base, "ptxas"), os.path.join(base, "cuobjdump")
+
+
+def _signature(fn, dtype: str):
+    sig = {n: "constexpr" for n in fn.arg_names}
+    for n in fn.arg_names:
+        if n.endswith("_ptr"):
+            sig[n] = "*fp32"
+    sig.update(x_ptr=f"*{dtype}", out_ptr=f"*{dtype}", band_ptr="*i64", seed_ptr="*i64")
+    for n in ("sxb", "sxc", "sxh", "sob", "soc", "soh", "C", "H", "W", "Wh", "G"):
+        sig[n] = "i32"
+    sig["sigma"] = "fp32"
+    return sig
+
+
+def _launch_specialisation(fn):
+    """What Triton's JIT specialises at a launch on contiguous tensors: the unit
+    innermost strides become constants, the pointers are 16-byte aligned."""
+    consts = {"sxw": 1, "sow": 1}
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in fn.arg_names
+             if n.endswith("_ptr")}
+    return consts, attrs
+
+
+VARIANTS = {  # name: (HAS_PS, HAS_NFD, NOISE_IN_KERNEL)
+    "both": (True, True, True),
+    "both-explicit-noise": (True, True, False),
+    "ps": (True, False, False),
+    "nfd": (False, True, True),
+}
+
+
+def configurations(full: bool):
+    from fastfreq.backends import triton_kernel as tk
+
+    if not full:
+        for s in SIZES:
+            yield dict(H=s, W=s, dtype="fp32", precision=tk.DEFAULT_PRECISION, variant="both",
+                       num_warps=tk.default_warps(s, s))
+        return
+    for s in SIZES:
+        for dtype in ("fp32", "bf16"):
+            for precision in tk.PRECISIONS:
+                for variant in VARIANTS:
+                    for w in (4, 8):
+                        yield dict(H=s, W=s, dtype=dtype, precision=precision, variant=variant,
+                                   num_warps=w)
+
+
+def compile_triton(cfg: dict, arch: int) -> dict:
+    """Compile one configuration; its resources as ptxas and cuobjdump report them."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from fastfreq.backends import triton_kernel as tk
+    from fastfreq.constants import DIR_EPS_REL
+
+    fn = tk._spectral_augment_kernel
+    HP, WP, WHP = tk.tiles(cfg["H"], cfg["W"])
+    ps, nfd, noise_in_kernel = VARIANTS[cfg["variant"]]
+    consts = dict(HP=HP, WP=WP, WHP=WHP, N_BANDS=5, HAS_PS=ps, HAS_NFD=nfd, NG=tk.noise_groups(cfg["H"], cfg["W"]),
+                  NOISE_IN_KERNEL=noise_in_kernel, PRECISION=cfg["precision"],
+                  ROUND_TF32=cfg["precision"] == "tf32", EPS_REL=DIR_EPS_REL)
+    unit, attrs = _launch_specialisation(fn)
+    t0 = time.perf_counter()
+    k = triton.compile(ASTSource(fn=fn, signature=_signature(fn, cfg["dtype"]),
+                                 constexprs={**consts, **unit}, attrs=attrs),
+                       target=GPUTarget("cuda", arch, 32),
+                       options={"num_warps": cfg["num_warps"], "num_stages": 1})
+    seconds = time.perf_counter() - t0
+    ptxas, cuobjdump = _tools()
+    with tempfile.TemporaryDirectory() as d:
+        ptx = os.path.join(d, "k.ptx")
+        with open(ptx, "w") as f:
+            f.write(k.asm["ptx"])
+        gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
+        rep = subprocess.run([ptxas, "-v", f"--gpu-name={gpu}", ptx, "-o", os.path.join(d, "k.o")],
+                             capture_output=True, text=True, check=True).stderr
+        cubin = os.path.join(d, "k.cubin")
+        with open(cubin, "wb") as f:
+            f.write(k.asm["cubin"])
+        sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True).stdout
+    dots = re.findall(r"tt\.dot .*?: tensor<(\d+)x(\d+)x\w+> \* tensor<(\d+)x(\d+)x\w+>", k.asm["ttir"])
+    dot_shapes = [(int(m), int(n2), int(kk)) for m, kk, _, n2 in dots]   # (M, N, K)
+    return dict(cfg, arch=arch,
+                default=(cfg["variant"] == "both" and cfg["precision"] == tk.DEFAULT_PRECISION
+                         and cfg["num_warps"] == tk.default_warps(cfg["H"], cfg["W"])),
+                registers=_int(r"Used (\d+) registers", rep),
+                spill_bytes=_int(r"(\d+) bytes spill stores", rep) + _int(r"(\d+) bytes spill loads", rep),
+                stack_bytes=_int(r"(\d+) bytes stack frame", rep), shared_bytes=k.metadata.shared,
+                sass_instructions=len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/", sass, re.M)),
+                mma_instructions=len(re.findall(r"\b(?:HGMMA|HMMA)\.", sass)),
+                dots=len(dot_shapes), dot_shapes=sorted(set(dot_shapes)),
+                dot_flops=sum(2 * m * n * kk for m, n, kk in dot_shapes), compile_s=round(seconds, 1))
+
+
+def _int(pattern: str, text: str) -> int:
+    m = re.search(pattern, text)
+    return int(m.group(1)) if m else 0
+
+
+def cuda_resources() -> list[dict]:
+    """Registers / stack / shared of the CUDA kernels in the built extension."""
+    _, cuobjdump = _tools()
+    libs = glob.glob(os.path.join(ROOT, "fastfreq", "_C*.so"))
+    if not libs:
+        try:
+            from fastfreq import _C
+            libs = [_C.__file__]
+        except ImportError:
+            return []
+    res = subprocess.run([cuobjdump, "-res-usage", libs[0]], capture_output=True, text=True).stdout
+    out = []
+    for name, body in re.findall(r"Function ([^\s:]+):\s*\n\s*(REG:.*)", res):
+        if "fastfreq" not in name:
+            continue
+        out.append(dict(kernel=name, registers=_int(r"REG:(\d+)", body),
+                        stack_bytes=_int(r"STACK:(\d+)", body), shared_bytes=_int(r"SHARED:(\d+)", body),
+                        local_bytes=_int(r"LOCAL:(\d+)", body)))
+    return out
+
+
+def estimate(triton_cfg: dict | None, hw: dict = H100, shape=ESTIMATE_SHAPE) -> dict:
+    """Static roofline of one batch (float32 PS+NFD): microseconds."""
+    B, C, H, W = shape
+    planes = B * C
+    image_bytes = 4 * B * C * H * W
+    Wh = W // 2 + 1
+    spec_bytes = 8 * B * C * H * Wh
+    hbm = 2 * image_bytes / hw["hbm_bytes_s"] * 1e6
+    est = {"hbm_bound_us": hbm, "hardware": hw["name"], "shape": list(shape)}
+    if triton_cfg is not None:
+        mult = {"tf32": 1, "tf32x3": 3}.get(triton_cfg["precision"])
+        rate = hw["tf32_flops"] / mult if mult else hw["fp32_flops"]
+        tensor = triton_cfg["dot_flops"] * planes / rate * 1e6
+        issue = (triton_cfg["sass_instructions"] * triton_cfg["num_warps"] * planes
+                 / (hw["sms"] * hw["issue_per_sm_clock"] * hw["clock_hz"]) * 1e6)
+        est.update(triton_tensor_us=tensor, triton_issue_us=issue,
+                   triton_us=max(hbm, tensor, issue),
+                   triton_x_bound=max(hbm, tensor, issue) / hbm)
+    # CUDA path: R2C (read x, write spectrum), the fused pass (read x for the
+    # L1 norm, read + write the spectrum), ATen's clone of the spectrum before
+    # C2R (read + write), C2R (read spectrum, write image); the 1/(HW) scale is
+    # folded into the fused pass.
+    cuda_bytes = (image_bytes + spec_bytes) + (image_bytes + 2 * spec_bytes) + 2 * spec_bytes \
+        + (spec_bytes + image_bytes)
+    est.update(cuda_bytes=cuda_bytes, cuda_us=cuda_bytes / hw["hbm_bytes_s"] * 1e6,
+               cuda_x_bound=cuda_bytes / (2 * image_bytes))
+    return est
+
+
+def report(archs=(90,), full: bool = False, out: str = "out/bench", gate: bool = False,
+           progress: bool = True) -> int:
+    os.makedirs(out, exist_ok=True)
+    status = 0
+    for arch in archs:
+        rows = []
+        cfgs = list(configurations(full))
+        for i, cfg in enumerate(cfgs):
+            row = compile_triton(cfg, arch)
+            rows.append(row)
+            if progress:
+                print(f"[{i + 1}/{len(cfgs)}] sm_{arch} {cfg['H']}x{cfg['W']} {cfg['dtype']} "
+                      f"{cfg['precision']} {cfg['variant']} w{cfg['num_warps']}: {row['registers']} regs, "
+                      f"{row['spill_bytes']} B spill, {row['sass_instructions']} SASS "
+                      f"({row['compile_s']} s)", flush=True)
+        default40 = next((r for r in rows if r["default"] and r["H"] == 40), None)
+        res = {"arch": arch, "note": "static estimate from the compiled code, not a measurement",
+               "triton": rows, "cuda": cuda_resources(), "estimate": estimate(default40)}
+        stem = os.path.join(out, f"aot-sm{arch}")
+        with open(stem + ".json", "w") as f:
+            json.dump(res, f, indent=1)
+        with open(stem + ".md", "w") as f:
+            f.write(markdown(res))
+        print(markdown(res))
+        print(f"wrote {stem}.json and .md")
+        spills = [r for r in rows if r["default"] and r["H"] in (32, 40) and r["spill_bytes"] > 0]
+        if gate and spills:
+            print("aot gate: default configurations spill: "
+                  + ", ".join(f"{r['H']}x{r['W']} sm_{arch} ({r['spill_bytes']} B)" for r in spills))
+            status = 1
+    return status
+
+
+def markdown(res: dict) -> str:
+    cols = ["H", "W", "dtype", "precision", "variant", "num_warps", "default", "registers",
+            "spill_bytes", "stack_bytes", "shared_bytes", "sass_instructions", "mma_instructions",
+            "dots"]
+    lines = [f"# AOT resources, sm_{res['arch']} (static; no GPU involved)", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in res["triton"]]
+    if res["cuda"]:
+        lines += ["", "CUDA kernels (cuobjdump -res-usage of the built extension):", "",
+                  "| kernel | registers | stack | shared | local |", "|---|---|---|---|---|"]
+        lines += [f"| `{c['kernel'][:60]}` | {c['registers']} | {c['stack_bytes']} | "
+                  f"{c['shared_bytes']} | {c['local_bytes']} |" for c in res["cuda"]]
+    e = res["estimate"]
+    lines += ["", f"Static estimate (not measured) for {'x'.join(map(str, e['shape']))} float32 PS+NFD on "
+              f"{e['hardware']}: HBM bound {e['hbm_bound_us']:.1f} us"]
+    if "triton_us" in e:
+        lines[-1] += (f"; Triton (default config) max(tensor {e['triton_tensor_us']:.1f}, issue "
+                      f"{e['triton_issue_us']:.1f}) = {e['triton_us']:.1f} us = "
+                      f"{e['triton_x_bound']:.1f}x the bound")
+    lines[-1] += (f"; CUDA path {e['cuda_bytes'] / 1e6:.0f} MB moved = {e['cuda_us']:.1f} us = "
+                  f"{e['cuda_x_bound']:.1f}x the bound.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,43 @@
+"""NumPy backend: ``fastfreq.reference`` (float64) behind the backend contract.
+
+Slow and exact: the ground truth every other backend is tested against, here
+callable through ``spectral_augment(..., backend="numpy")``. Arguments arrive
+validated by ``fastfreq.functional``; like every backend it gives NaN for an
+image whose parameters are out of range (``check_values=False``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import reference
+from ..philox import philox_normal
+from ._contract import bad_images
+
+
+def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
+                     seed=None, precision=None):
+    def np_or_none(t, dtype=torch.float64):
+        return None if t is None else t.detach().cpu().to(dtype).numpy()
+
+    B, C, H, W = x.shape
+    np_gen = None
+    if noise is None and alpha_r is not None and seed is not None:
+        noise = philox_normal(seed, (B, C, H, W // 2 + 1))
+    elif noise is None and alpha_r is not None:
+        gen_device = generator.device if generator is not None else x.device
+        np_gen = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=gen_device).item())
+    bad = bad_images(band, alpha, alpha_r)
+    band_n, alpha_n, ar_n = np_or_none(band, torch.int64), np_or_none(alpha), np_or_none(alpha_r)
+    if bad is not None:  # run the reference on valid stand-ins, then NaN those images
+        bad = bad.cpu().numpy()
+        if band_n is not None:
+            band_n, alpha_n = np.where(bad, 0, band_n), np.where(bad, 0.0, alpha_n)
+        if ar_n is not None:
+            ar_n = np.where(bad[:, None], 0.0, ar_n)
+    out = reference.spectral_augment(np_or_none(x), band_n, alpha_n, ar_n, np_or_none(noise), sigma,
+                                     radius_scale=radius_scale, nfd_bands=nfd_bands,
+                                     generator=np_gen)
+    if bad is not None:
+        out[bad] = np.nan
+    return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)

@@ -1,0 +1,20 @@
+"""The numbers every implementation shares, in one place.
+
+Python (the reference, the torch code, the Triton kernel) imports them from
+here; the C++/CUDA header ``csrc/spectral_common.h`` holds the same values,
+and ``tests/test_constants.py`` checks that the two agree.
+"""
+from __future__ import annotations
+
+#: The paper's five NFD bands for 40x40 images, as ``(a, b)`` edges of eq. 13.
+PAPER_BANDS: tuple[tuple[float, float], ...] = ((0, 9), (10, 13), (14, 17), (18, 20), (21, 29))
+#: Band ids of the power-suppression masks.
+BAND_IDS = {"L": 0, "M": 1, "H": 2}
+#: Dir threshold relative to the plane's L1 norm: eps = DIR_EPS_REL * sum |x|
+#: (see docs/paper-notes.md).
+DIR_EPS_REL = 1e-6
+#: Most NFD bands the compiled kernels take.
+MAX_NFD_BANDS = 16
+#: Normals per Philox4x32-10 call: the noise of a half-spectrum row is drawn in
+#: row-aligned groups of this many bins (see fastfreq.philox).
+PHILOX_LANES = 4
