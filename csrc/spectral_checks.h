@@ -7,11 +7,49 @@
 #include <c10/util/Optional.h>
 
 #include <cmath>
+#include <cstdio>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "spectral_common.h"
 
 namespace fastfreq {
+
+// Error messages are built with std::to_string / snprintf and string
+// concatenation, never with c10::str's std::ostream: on the GPU machine
+// (PyTorch 2.11 wheel, extension built by the system g++ 13) inserting a
+// number into an ostream from this library segfaulted inside libstdc++'s
+// locale facets, so every failing check with a number in its message crashed
+// the process instead of raising.
+namespace msg {
+inline std::string piece(const char* s) { return s; }
+inline std::string piece(const std::string& s) { return s; }
+template <typename T, std::enable_if_t<std::is_integral_v<T>, int> = 0>
+std::string piece(T v) {
+  return std::to_string(v);
+}
+template <typename T, std::enable_if_t<std::is_floating_point_v<T>, int> = 0>
+std::string piece(T v) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(v));
+  return buf;
+}
+inline std::string piece(at::ScalarType t) { return c10::toString(t); }
+inline std::string piece(at::IntArrayRef a) {
+  std::string s = "[";
+  for (size_t i = 0; i < a.size(); ++i) s += (i ? ", " : "") + std::to_string(a[i]);
+  return s + "]";
+}
+inline std::string piece(const at::Device& d) { return d.str(); }
+template <typename... A>
+std::string cat(const A&... a) {
+  return (std::string() + ... + piece(a));
+}
+}  // namespace msg
+
+// TORCH_CHECK with an ostream-free message (see msg above).
+#define FF_CHECK(cond, ...) TORCH_CHECK(cond, ::fastfreq::msg::cat(__VA_ARGS__))
 
 inline SpectralParams check_and_pack(const at::Tensor& x, const c10::optional<at::Tensor>& band,
                                      const c10::optional<at::Tensor>& alpha,
@@ -20,16 +58,16 @@ inline SpectralParams check_and_pack(const at::Tensor& x, const c10::optional<at
                                      const c10::optional<at::Tensor>& seed,
                                      const std::vector<double>& nfd_edges, double sigma,
                                      double radius_scale) {
-  TORCH_CHECK(x.dim() == 4, "fastfreq: x must have shape (B, C, H, W), got ", x.sizes());
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()),
+  FF_CHECK(x.dim() == 4, "fastfreq: x must have shape (B, C, H, W), got ", x.sizes());
+  FF_CHECK(at::isFloatingType(x.scalar_type()),
               "fastfreq: x must be a floating-point tensor, got ", x.scalar_type());
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  TORCH_CHECK(H >= 2 && W >= 2, "fastfreq: H and W must be >= 2, got ", H, "x", W);
-  TORCH_CHECK(H < (1 << 20) && W < (1 << 20), "fastfreq: image size too large: ", H, "x", W);
-  TORCH_CHECK(band.has_value() == alpha.has_value(),
+  FF_CHECK(H >= 2 && W >= 2, "fastfreq: H and W must be >= 2, got ", H, "x", W);
+  FF_CHECK(H < (1 << 20) && W < (1 << 20), "fastfreq: image size too large: ", H, "x", W);
+  FF_CHECK(band.has_value() == alpha.has_value(),
               "fastfreq: band and alpha must be given together");
   auto same_device = [&](const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.device() == x.device(), "fastfreq: ", name, " is on ", t.device(),
+    FF_CHECK(t.device() == x.device(), "fastfreq: ", name, " is on ", t.device(),
                 " but x is on ", x.device());
   };
   SpectralParams p;
@@ -40,48 +78,48 @@ inline SpectralParams check_and_pack(const at::Tensor& x, const c10::optional<at
   if (band.has_value()) {
     same_device(*band, "band");
     same_device(*alpha, "alpha");
-    TORCH_CHECK(band->scalar_type() == at::kLong && band->dim() == 1 && band->size(0) == B,
+    FF_CHECK(band->scalar_type() == at::kLong && band->dim() == 1 && band->size(0) == B,
                 "fastfreq: band must be int64 of shape (", B, "), got ", band->scalar_type(), " ",
                 band->sizes());
-    TORCH_CHECK(at::isFloatingType(alpha->scalar_type()) && alpha->dim() == 1 &&
+    FF_CHECK(at::isFloatingType(alpha->scalar_type()) && alpha->dim() == 1 &&
                     alpha->size(0) == B,
                 "fastfreq: alpha must be floating of shape (", B, "), got ", alpha->scalar_type(),
                 " ", alpha->sizes());
     p.has_ps = true;
   }
-  TORCH_CHECK(std::isfinite(radius_scale) && radius_scale > 0,
+  FF_CHECK(std::isfinite(radius_scale) && radius_scale > 0,
               "fastfreq: radius_scale must be finite and > 0, got ", radius_scale);
   p.inv_radius_scale = 1.0 / radius_scale;
   if (alpha_r.has_value()) {
     same_device(*alpha_r, "alpha_r");
-    TORCH_CHECK(nfd_edges.size() % 2 == 0 && !nfd_edges.empty(),
+    FF_CHECK(nfd_edges.size() % 2 == 0 && !nfd_edges.empty(),
                 "fastfreq: nfd_edges must hold (a, b) pairs, got ", nfd_edges.size(), " values");
     const int64_t n = static_cast<int64_t>(nfd_edges.size() / 2);
-    TORCH_CHECK(n <= kMaxNfdBands, "fastfreq: at most ", kMaxNfdBands, " NFD bands, got ", n);
-    TORCH_CHECK(at::isFloatingType(alpha_r->scalar_type()) && alpha_r->dim() == 2 &&
+    FF_CHECK(n <= kMaxNfdBands, "fastfreq: at most ", kMaxNfdBands, " NFD bands, got ", n);
+    FF_CHECK(at::isFloatingType(alpha_r->scalar_type()) && alpha_r->dim() == 2 &&
                     alpha_r->size(0) == B && alpha_r->size(1) == n,
                 "fastfreq: alpha_r must be floating of shape (", B, ", ", n, "), got ",
                 alpha_r->scalar_type(), " ", alpha_r->sizes());
-    TORCH_CHECK(std::isfinite(sigma) && sigma >= 0, "fastfreq: sigma must be finite and >= 0, got ",
+    FF_CHECK(std::isfinite(sigma) && sigma >= 0, "fastfreq: sigma must be finite and >= 0, got ",
                 sigma);
-    TORCH_CHECK(noise.has_value() != seed.has_value(),
+    FF_CHECK(noise.has_value() != seed.has_value(),
                 "fastfreq: NFD needs exactly one of noise and seed");
     if (noise.has_value()) {
       same_device(*noise, "noise");
-      TORCH_CHECK(at::isFloatingType(noise->scalar_type()) &&
+      FF_CHECK(at::isFloatingType(noise->scalar_type()) &&
                       noise->sizes() == at::IntArrayRef({B, C, H, W / 2 + 1}),
                   "fastfreq: noise must be floating of shape (", B, ", ", C, ", ", H, ", ",
                   W / 2 + 1, "), got ", noise->scalar_type(), " ", noise->sizes());
     } else {
       same_device(*seed, "seed");
-      TORCH_CHECK(seed->scalar_type() == at::kLong && seed->numel() == 1,
+      FF_CHECK(seed->scalar_type() == at::kLong && seed->numel() == 1,
                   "fastfreq: seed must be an int64 tensor with one element, got ",
                   seed->scalar_type(), " ", seed->sizes());
     }
     p.n_bands = static_cast<int>(n);
     for (int64_t i = 0; i < n; ++i) {
       const double a = nfd_edges[2 * i], b = nfd_edges[2 * i + 1];
-      TORCH_CHECK(std::isfinite(a) && std::isfinite(b) && a < b,
+      FF_CHECK(std::isfinite(a) && std::isfinite(b) && a < b,
                   "fastfreq: NFD band ", i, " needs finite edges a < b, got (", a, ", ", b, ")");
       p.band_a[i] = static_cast<float>(a);
       p.band_b[i] = static_cast<float>(b);
@@ -93,10 +131,10 @@ inline SpectralParams check_and_pack(const at::Tensor& x, const c10::optional<at
 }
 
 inline void check_philox_args(const at::Tensor& seed, at::IntArrayRef shape) {
-  TORCH_CHECK(seed.scalar_type() == at::kLong && seed.numel() == 1,
+  FF_CHECK(seed.scalar_type() == at::kLong && seed.numel() == 1,
               "fastfreq: seed must be an int64 tensor with one element, got ", seed.scalar_type(),
               " ", seed.sizes());
-  for (auto d : shape) TORCH_CHECK(d >= 0, "fastfreq: shape must be non-negative, got ", shape);
+  for (auto d : shape) FF_CHECK(d >= 0, "fastfreq: shape must be non-negative, got ", shape);
 }
 
 // Float32 compute for reduced and single precision, float64 for double.

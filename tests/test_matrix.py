@@ -31,8 +31,16 @@ DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 SHAPES = [(1, 1, 2, 2), (2, 3, 3, 5), (3, 2, 8, 6), (2, 3, 37, 29), (2, 3, 40, 40), (1, 2, 64, 64)]
 
 
-def tolerance(backend, dtype):
-    """The table, except float64 on Triton (refused, see test_triton_float64)."""
+#: The compiled Triton kernel at its default precision (what the modules run):
+#: the error budget of docs/kernels.md, half an 8-bit quantisation step.
+TRITON_DEFAULT_BUDGET = 0.5 / 255
+
+
+def tolerance(backend, dtype, default_precision=False):
+    """The table; compiled Triton at its default precision ("tf32", rounded
+    operands) is held to its stated budget instead of float32 accuracy."""
+    if default_precision and backend == "triton" and not triton_kernel.interpreted():
+        return max(TOLERANCE[dtype], TRITON_DEFAULT_BUDGET)
     return TOLERANCE[dtype]
 
 
@@ -49,13 +57,13 @@ def skip_unsupported(backend, dtype=None, shape=None):
         pytest.skip("Triton refuses float64 (test_triton_float64)")
 
 
-def assert_close(out, want, dtype, backend=""):
+def assert_close(out, want, dtype, backend="", default_precision=False):
     assert out.dtype == dtype
     got = out.detach().double().cpu().numpy()
     assert not np.isnan(got).any(), "NaN in the output"
     scale = max(float(np.ptp(want)), float(np.abs(want).max()) if want.size else 0.0) or 1.0
     err = np.abs(got - want).max() / scale if want.size else 0.0
-    tol = tolerance(backend, dtype)
+    tol = tolerance(backend, dtype, default_precision)
     assert err <= tol, f"max error {err:.3g} of the scale {scale:.3g} > {tol:.3g}"
 
 
@@ -272,7 +280,7 @@ def test_modules_same_on_batch_p_and_replay(bd, same_on_batch):
     out, params = aug(x)
     if same_on_batch:
         assert params["ps"]["band"].stride() == (0,)   # expanded: what the kernels must read right
-    assert_close(out, _module_reference(x, params, 1.3), torch.float32, backend)
+    assert_close(out, _module_reference(x, params, 1.3), torch.float32, backend, default_precision=True)
     again, _ = aug(x, params=params)
     assert torch.equal(again, out)
 
@@ -285,10 +293,11 @@ def test_single_modules(bd):
     out, p = PowerSuppression(p=0.7, same_on_batch=True, generator=g, backend=backend)(x)
     want = np.where(p["applied"].cpu().numpy()[:, None, None, None],
                     reference(x, dict(band=p["band"], alpha=p["alpha"])), x.double().cpu().numpy())
-    assert_close(out, want, torch.float32, backend)
+    assert_close(out, want, torch.float32, backend, default_precision=True)
     out, p = NFD(sigma=0.8, generator=g, backend=backend)(x)
     noise = philox_normal(p["seed"], (5, 2, 10, 7))
-    assert_close(out, reference(x, dict(alpha_r=p["alpha_r"], noise=noise), 0.8), torch.float32, backend)
+    assert_close(out, reference(x, dict(alpha_r=p["alpha_r"], noise=noise), 0.8), torch.float32, backend,
+                 default_precision=True)
 
 
 def test_matrix_covers_every_backend():

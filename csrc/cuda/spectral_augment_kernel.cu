@@ -106,7 +106,7 @@ at::Tensor spectral_augment_cuda(const at::Tensor& x, const c10::optional<at::Te
   const at::Tensor noise_c = noise.has_value() ? noise->to(dt).contiguous() : at::Tensor();
   const at::Tensor seed_c = seed.has_value() ? seed->contiguous() : at::Tensor();
   const int64_t planes = x.size(0) * x.size(1);
-  TORCH_CHECK(planes < (int64_t(1) << 31), "fastfreq: too many planes for one launch: ", planes);
+  FF_CHECK(planes < (int64_t(1) << 31), "fastfreq: too many planes for one launch: ", planes);
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(dt, "fastfreq_spectral_augment_cuda", [&] {
     augment_planes_kernel<scalar_t><<<static_cast<unsigned>(planes), kThreads, 0, stream>>>(

@@ -119,10 +119,9 @@ def _build_twiddles(H: int, W: int, device, round_tf32: bool):
     cw[:W, :Wh], sw[:W, :Wh] = torch.cos(ang_w), torch.sin(ang_w)
     # inverse real transform along W: weight 1 for the self-conjugate columns
     # (k = 0 and k = W/2), 2 for the others; 1/(H W) folded in
-    weight = torch.full((Wh,), 2.0, **f64)
-    weight[0] = 1.0
-    if W % 2 == 0:
-        weight[W // 2] = 1.0
+    # (built with where, not item assignment: a Python scalar written into a
+    # CUDA tensor is a host sync)
+    weight = torch.where((k == 0) | (2 * k == W), 1.0, 2.0).to(torch.float64)
     icw, isw = torch.zeros(WhP, WP, **f64), torch.zeros(WhP, WP, **f64)
     icw[:Wh, :W] = weight[:, None] * torch.cos(ang_w.T) / (H * W)
     isw[:Wh, :W] = weight[:, None] * torch.sin(ang_w.T) / (H * W)
