@@ -33,14 +33,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
-# CPU throughput table (bench/results/) and the pytest-benchmark suite
+# CPU throughput table (out/bench/, untracked) and the e2e overhead
 bench: $(STAMP)
 	$(PY) -m bench
 	$(PY) -m bench e2e
 
 # On a machine with an NVIDIA GPU: uses python3 as it is (no venv, no
 # downloads), builds in place, runs tests, benchmarks and a short training,
-# writes bench/results/<gpu-name>-gpu-check.md and its JSON.
+# writes out/gpu-check/<gpu-name>-gpu-check.md and its JSON.
 gpu-check:
 	python3 -m bench.gpu_check
 

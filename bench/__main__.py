@@ -188,7 +188,9 @@ def parser():
     ap.add_argument("--compile-all", action="store_true",
                     help="time torch.compile of the eager code at every setting (default: first 2)")
     ap.add_argument("--e2e-images", type=int, default=4096, help="training images per epoch (e2e)")
-    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--out", default="out/bench",
+                    help="output folder (default out/bench, untracked; the committed tables in "
+                         "bench/results are copied there on purpose)")
     return ap
 
 

@@ -129,7 +129,7 @@ def compile_triton(cfg: dict, arch: int) -> dict:
     dot_shapes = [(int(m), int(n2), int(kk)) for m, kk, _, n2 in dots]   # (M, N, K)
     return dict(cfg, arch=arch,
                 default=(cfg["variant"] == "both" and cfg["precision"] == tk.DEFAULT_PRECISION
-                         and cfg["num_warps"] == tk.default_warps(cfg["H"], cfg["W"])),
+                         and cfg["num_warps"] == tk.default_warps(cfg["H"], cfg["W"], cfg["precision"])),
                 registers=_int(r"Used (\d+) registers", rep),
                 spill_bytes=_int(r"(\d+) bytes spill stores", rep) + _int(r"(\d+) bytes spill loads", rep),
                 stack_bytes=_int(r"(\d+) bytes stack frame", rep), shared_bytes=k.metadata.shared,
@@ -159,10 +159,18 @@ def cuda_resources() -> list[dict]:
     for name, body in re.findall(r"Function ([^\s:]+):\s*\n\s*(REG:.*)", res):
         if "fastfreq" not in name:
             continue
-        out.append(dict(kernel=name, registers=_int(r"REG:(\d+)", body),
+        out.append(dict(kernel=_short_name(name), registers=_int(r"REG:(\d+)", body),
                         stack_bytes=_int(r"STACK:(\d+)", body), shared_bytes=_int(r"SHARED:(\d+)", body),
                         local_bytes=_int(r"LOCAL:(\d+)", body)))
     return out
+
+
+def _short_name(mangled: str) -> str:
+    """``augment_planes_kernel<float>`` from the mangled symbol."""
+    m = re.search(r"(augment_planes_kernel|philox_normal_kernel)(I([fd])E)?", mangled)
+    if not m:
+        return mangled[:60]
+    return m.group(1) + {"f": "<float>", "d": "<double>"}.get(m.group(3) or "", "")
 
 
 def estimate(triton_cfg: dict | None, hw: dict = H100, shape=ESTIMATE_SHAPE) -> dict:
@@ -237,7 +245,7 @@ def markdown(res: dict) -> str:
     if res["cuda"]:
         lines += ["", "CUDA kernels (cuobjdump -res-usage of the built extension):", "",
                   "| kernel | registers | stack | shared | local |", "|---|---|---|---|---|"]
-        lines += [f"| `{c['kernel'][:60]}` | {c['registers']} | {c['stack_bytes']} | "
+        lines += [f"| `{c['kernel']}` | {c['registers']} | {c['stack_bytes']} | "
                   f"{c['shared_bytes']} | {c['local_bytes']} |" for c in res["cuda"]]
     e = res["estimate"]
     lines += ["", f"Static estimate (not measured) for {'x'.join(map(str, e['shape']))} float32 PS+NFD on "

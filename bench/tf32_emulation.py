@@ -7,7 +7,7 @@ exact sequence of products in NumPy with that rounding (float32 accumulation)
 and reports the max error against the float64 reference, relative to each
 output's value range. It is an arithmetic emulation, not a GPU measurement.
 
-    python -m bench.tf32_emulation     (writes bench/results/tf32_emulation.json)
+    python -m bench.tf32_emulation     (writes out/bench/tf32_emulation.json)
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def main():
 if __name__ == "__main__":
     import os
 
-    os.makedirs("bench/results", exist_ok=True)
-    with open("bench/results/tf32_emulation.json", "w") as f:
+    os.makedirs("out/bench", exist_ok=True)
+    with open("out/bench/tf32_emulation.json", "w") as f:
         json.dump(main(), f, indent=1)
-    print("wrote bench/results/tf32_emulation.json")
+    print("wrote out/bench/tf32_emulation.json")

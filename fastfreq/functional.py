@@ -227,7 +227,13 @@ def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1
     precision: matrix-product precision of the Triton backend, "ieee",
         "tf32x3" or "tf32" (default: fastfreq.backends.triton_kernel.DEFAULT_PRECISION).
     check_values: validate value ranges (one host sync on GPU); internal
-        callers that generate valid parameters turn it off.
+        callers that generate valid parameters turn it off. Without the
+        checks, an image whose band id is outside {0, 1, 2} or whose alpha /
+        alpha_r is outside [0, 1] (or NaN) comes back all NaN, on every
+        backend (fastfreq/backends/_contract.py).
+    backend: "auto" (CPU: cpp; CUDA: cuda, the faster measured; torch
+        without the extension), "numpy" (the float64 reference), "torch",
+        "cpp", "cuda" or "triton" (float16/bfloat16/float32, sides <= 64).
     """
     x4, unbatch = _batched(x)
     if noise is not None and isinstance(x, torch.Tensor) and x.dim() == 3 \

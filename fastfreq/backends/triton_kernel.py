@@ -44,14 +44,20 @@ PRECISIONS = ("ieee", "tf32x3", "tf32")
 #: (0.5/255 of the output's value range); "tf32x3" and "ieee" are for
 #: equivalence checks against the reference.
 DEFAULT_PRECISION = "tf32"
-#: Warps per program without autotuning: 4 up to 40x40 tiles (no spills and
-#: the fewest instructions issued per plane, see ``python -m bench aot``), 8
-#: from a 64-wide half-spectrum tile on.
+#: Warps per program: 4 up to 40x40 tiles (no spills and the fewest
+#: instructions issued per plane, see ``python -m bench aot``), 8 from a
+#: 64-wide half-spectrum tile on, and 8 for "ieee" from 64-row tiles on (on an
+#: H200 with Triton 3.6 the 4-warp "ieee" kernel at 40x40, which spills about
+#: 100 KB per thread, returned results off by 3e-3 of the range; 8 warps gave
+#: 5e-7).
 DEFAULT_WARPS = 4
 
 
-def default_warps(H: int, W: int) -> int:
-    return DEFAULT_WARPS if tiles(H, W)[2] < 64 else 2 * DEFAULT_WARPS
+def default_warps(H: int, W: int, precision: str = DEFAULT_PRECISION) -> int:
+    HP, _, WHP = tiles(H, W)
+    if WHP >= 64 or (precision == "ieee" and HP >= 64):
+        return 2 * DEFAULT_WARPS
+    return DEFAULT_WARPS
 
 
 def interpreted() -> bool:
@@ -72,10 +78,11 @@ def supports(x: torch.Tensor) -> bool:
 
 def preferred_on_gpu(x: torch.Tensor) -> bool:
     """Whether ``backend="auto"`` picks this kernel over the CUDA extension for
-    images like ``x``. Decided by measurement (README "Performance"): on an
-    H200 the previous Triton kernel ran 0.50M images/s against the CUDA
-    path's 3.58M (1024x3x40x40 float32 PS+NFD), so the CUDA path stays the
-    choice until this kernel is measured faster."""
+    images like ``x``. Decided by measurement (bench/results/NVIDIA-H200-gpu-check.md,
+    H200, float32 and bfloat16, batches 1024 and 8192, 32/40/64 px): the CUDA
+    path was faster or equal everywhere (1024x3x40x40 float32 PS+NFD: 4.08M
+    against 2.57M images/s; 8192: 7.67M against 6.43M; a tie only at 32x32
+    batch 8192), so auto uses it wherever the extension has its CUDA part."""
     return False
 
 
@@ -290,10 +297,11 @@ if triton is not None:
         tl.store(out_ptr + b * sob + c * soc + rows[:, None] * soh + cols_w[None, :] * sow,
                  out.to(out_ptr.dtype.element_ty), mask=in_img)
 
-    # Warps tuned per image size and variant (Triton adds the dtypes of the
-    # tensor arguments to every key). No num_stages: the kernel has no loop to
-    # pipeline. FASTFREQ_TRITON_AUTOTUNE=0 launches DEFAULT_WARPS without
-    # tuning (tests: tuning compiles every config for every key).
+    # Opt-in (FASTFREQ_TRITON_AUTOTUNE=1): warps tuned per image size and
+    # variant (Triton adds the dtypes of the tensor arguments to every key). No
+    # num_stages: the kernel has no loop to pipeline. By default the kernel
+    # runs at default_warps(), the configuration the GPU measurements used;
+    # "ieee" is never tuned (see default_warps).
     _autotuned_kernel = triton.autotune(
         configs=[triton.Config({}, num_warps=w, num_stages=1) for w in (4, 8)],
         key=["C", "H", "W", "HAS_PS", "HAS_NFD", "NOISE_IN_KERNEL", "PRECISION"],
@@ -301,7 +309,7 @@ if triton is not None:
 
 
 def _autotune_enabled() -> bool:
-    return os.environ.get("FASTFREQ_TRITON_AUTOTUNE", "1") != "0"
+    return os.environ.get("FASTFREQ_TRITON_AUTOTUNE", "0") == "1"
 
 
 def _resolve_precision(precision: str | None) -> str:
@@ -338,8 +346,8 @@ def launch(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius_scale,
     meta = dict(HP=HP, WP=WP, WHP=WHP, N_BANDS=len(bands), HAS_PS=band is not None,
                 HAS_NFD=alpha_r is not None, NOISE_IN_KERNEL=noise_in_kernel, PRECISION=precision,
                 ROUND_TF32=round_tf32, EPS_REL=DIR_EPS_REL, NG=noise_groups(H, W))
-    if interpreted() or not _autotune_enabled():
-        _spectral_augment_kernel[(B * C,)](*args, **meta, num_warps=default_warps(H, W),
+    if interpreted() or not _autotune_enabled() or precision == "ieee":
+        _spectral_augment_kernel[(B * C,)](*args, **meta, num_warps=default_warps(H, W, precision),
                                             num_stages=1)
     else:
         _autotuned_kernel[(B * C,)](*args, **meta)
