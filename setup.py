@@ -30,6 +30,17 @@ def _want_cuda(torch_cuda_version):
     return bool(torch_cuda_version and nvcc)
 
 
+def _openmp_flags():
+    """-fopenmp where torch itself runs OpenMP (Linux/GCC builds); nothing else."""
+    import sys
+
+    import torch
+
+    if sys.platform != "linux" or not torch.backends.openmp.is_available():
+        return []
+    return ["-fopenmp"]
+
+
 def _pip_cuda_includes():
     """Headers of the CUDA libraries that PyTorch's own wheels bring (cuSPARSE,
     cuBLAS, ...): ATen's CUDA headers include them, and a bare nvcc toolkit may
@@ -58,6 +69,11 @@ def _extensions():
     # No errno and no FP traps: lets the compiler vectorise the branch-free
     # noise and Dir loops (no code here reads errno or FP exceptions).
     cxx = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+    # OpenMP: at::parallel_for is inline OpenMP code (torch is built with
+    # AT_PARALLEL_OPENMP), so without -fopenmp every chunk ran on the calling
+    # thread. Linking -fopenmp names libgomp.so.1, which resolves to the copy
+    # torch has already loaded: one thread pool, sized by torch.set_num_threads.
+    openmp = _openmp_flags()
     with_cuda = _want_cuda(torch.version.cuda)
     if with_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCH_LIST)
@@ -65,12 +81,14 @@ def _extensions():
             "fastfreq._C",
             sources + ["csrc/cuda/spectral_augment_kernel.cu"],
             include_dirs=_pip_cuda_includes(),
-            extra_compile_args={"cxx": cxx + ["-DFASTFREQ_WITH_CUDA"],
+            extra_compile_args={"cxx": cxx + openmp + ["-DFASTFREQ_WITH_CUDA"],
                                 "nvcc": ["-O3", "-DFASTFREQ_WITH_CUDA"]},
+            extra_link_args=openmp,
         )
     else:
-        ext = CppExtension("fastfreq._C", sources, extra_compile_args={"cxx": cxx})
-    print(f"fastfreq build: torch {torch.__version__}, CPU yes, CUDA "
+        ext = CppExtension("fastfreq._C", sources, extra_compile_args={"cxx": cxx + openmp},
+                           extra_link_args=openmp)
+    print(f"fastfreq build: torch {torch.__version__}, CPU yes (OpenMP {'yes' if openmp else 'no'}), CUDA "
           f"{'yes (arch ' + os.environ['TORCH_CUDA_ARCH_LIST'] + ')' if with_cuda else 'no'}")
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 

@@ -6,6 +6,7 @@
     python -m bench --device cuda         # on a GPU: batches up to 8192, % of bandwidth bound
     python -m bench aot [--gate] [--full] # GPU kernel resources and a static estimate (no GPU)
     python -m bench precision --device cuda   # Triton error per precision vs the reference
+    python -m bench contention            # CPU: 1/2 threads, quiet and beside a busy process
 
 Writes ``<out>/<device-name>.json`` (device, versions, every figure),
 ``<device-name>.md`` (the table) and ``<device-name>.png`` (images/s vs batch).
@@ -173,7 +174,10 @@ def precision(a) -> dict:
 def parser():
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", default="throughput", choices=["throughput", "e2e", "aot", "precision"])
+    ap.add_argument("what", nargs="?", default="throughput", choices=["throughput", "e2e", "aot", "precision", "contention"])
+    ap.add_argument("--rounds", type=int, default=7, help="contention: interleaved rounds")
+    ap.add_argument("--batch", type=int, default=1024, help="contention: images per call")
+    ap.add_argument("--size", type=int, default=40, help="contention: image side")
     ap.add_argument("--arch", type=int, nargs="+", default=[90], help="aot: SM architectures (90, 80)")
     ap.add_argument("--full", action="store_true", help="aot: every shipped configuration")
     ap.add_argument("--gate", action="store_true", help="aot: exit 1 if a default 32/40 config spills")
@@ -196,6 +200,9 @@ def parser():
 
 def main(argv=None):
     a = parser().parse_args(argv)
+    for name in ("rounds", "batch", "size"):
+        if getattr(a, name) < 1:
+            parser().error(f"--{name}: expected a positive integer")
     for name in ("batches", "sizes"):
         if any(v < 1 for v in (getattr(a, name) or [])):
             parser().error(f"--{name}: expected positive integers")
@@ -203,7 +210,11 @@ def main(argv=None):
         from . import aot
 
         return aot.report(a.arch, full=a.full, out=a.out, gate=a.gate)
-    if a.what == "precision":
+    if a.what == "contention":
+        from . import contention
+
+        contention.run(a)
+    elif a.what == "precision":
         precision(a)
     elif a.what == "e2e":
         e2e(a)

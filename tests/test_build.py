@@ -1,4 +1,5 @@
 """The build and the README's commands."""
+import json
 import os
 import subprocess
 import sys
@@ -64,3 +65,17 @@ def test_benchmark_cli_says_no_gpu(tmp_path):
     out = subprocess.run([sys.executable, "-m", "bench", "--device", "cuda", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "no GPU" in out.stderr
+
+
+def test_contention_benchmark_cli(tmp_path):
+    """`python -m bench contention` runs both conditions (it starts and stops
+    its own busy process) and writes the table; no timing is asserted here."""
+    out = subprocess.run([sys.executable, "-m", "bench", "contention", "--rounds", "1", "--batch", "8",
+                          "--size", "8", "--out", str(tmp_path)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.load(open(tmp_path / "contention-cpu.json"))
+    assert {r["condition"] for r in res["rows"]} == {"quiet", "busy"}
+    assert {r["threads"] for r in res["rows"]} == {1, 2}
+    assert "busy_2t_over_quiet_1t" in res["ratios"]["torch"]
+    assert (tmp_path / "contention-cpu.md").exists()

@@ -169,3 +169,46 @@ def test_gpu_batch_without_host_sync():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.shape == x.shape and out.device.type == "cuda"
+
+
+class _AugmentedImages(torch.utils.data.Dataset):
+    """Each item: one image augmented in the worker (cpp backend, its own
+    generator per worker), with the params needed to replay it."""
+
+    def __init__(self, n=8):
+        self.images = torch.rand(n, 3, 12, 12, generator=gen(11))
+        self.aug = None
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        if self.aug is None:   # built in the worker: a generator seeded by the worker id
+            info = torch.utils.data.get_worker_info()
+            wid = info.id if info is not None else 0
+            self.aug = SpectralAugment(ps_p=0.7, generator=gen(100 + wid), backend="cpp")
+        out, params = self.aug(self.images[i][None])
+        return out[0], params, torch.get_num_threads()
+
+
+@pytest.mark.skipif(not fastfreq.backends.ext.available(), reason="fastfreq._C not built")
+def test_dataloader_workers_with_the_cpp_backend_replay():
+    """num_workers=2, one intra-op thread each: every image the workers made is
+    the one its params replay in the main process (bit for bit at the workers'
+    thread count; a multi-threaded FFT may round differently)."""
+    ds = _AugmentedImages()
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    replay = SpectralAugment(ps_p=0.7, backend="cpp")
+    seen, threads_before = 0, torch.get_num_threads()
+    for i, (out, params, threads) in enumerate(loader):
+        assert threads == 1
+        again, _ = replay(ds.images[i][None], params=params)
+        torch.testing.assert_close(again[0], out, rtol=0, atol=1e-6)
+        torch.set_num_threads(1)
+        try:
+            again, _ = replay(ds.images[i][None], params=params)
+        finally:
+            torch.set_num_threads(threads_before)
+        assert torch.equal(again[0], out)
+        seen += 1
+    assert seen == len(ds)

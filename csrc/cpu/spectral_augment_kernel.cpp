@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -183,9 +184,16 @@ void augment_chunks(const at::Tensor& xf, at::Tensor& out, const SpectralParams&
   const int64_t chunk = std::max<int64_t>(1, kChunkBytes / image_bytes);
   const int64_t n_chunks = (B + chunk - 1) / chunk;
   const std::vector<int64_t> size2d{p.H, p.W};
-  at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
+  // One worker per intra-op thread (ATen's OpenMP pool: the extension is
+  // built with -fopenmp against torch's own libgomp); workers claim chunks
+  // from a shared counter, so a thread whose core is busy with another
+  // process simply takes fewer chunks. Inside the parallel region ATen runs
+  // the FFTs and copies serially (no nested regions, no barrier spinning).
+  std::atomic<int64_t> next_chunk{0};
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(n_chunks, at::get_num_threads()));
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
     Augmenter<T> aug(p, band, alpha, alpha_r, noise, seed);
-    for (int64_t ci = c0; ci < c1; ++ci) {
+    for (int64_t ci = next_chunk++; ci < n_chunks; ci = next_chunk++) {
       const int64_t b0 = ci * chunk, n = std::min(chunk, B - b0);
       const at::Tensor xs = xf.narrow(0, b0, n);
       at::Tensor spec = at::fft_rfft2(xs).contiguous();
