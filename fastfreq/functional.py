@@ -241,6 +241,9 @@ def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1
         noise = noise.unsqueeze(0)
     a = _prepare(x4, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
                  check_values, seed)
+    if precision is not None and precision not in triton_kernel.PRECISIONS:
+        raise ValueError(f"precision: expected one of {triton_kernel.PRECISIONS} or None, "
+                         f"got {precision!r}")
     return unbatch(_dispatch(a, backend, precision))
 
 

@@ -13,22 +13,17 @@ import fastfreq
 from fastfreq import reference as ref
 from fastfreq.backends import ext, triton_kernel
 
+from .test_backends import op_args as backend_op_args
+
 pytestmark = pytest.mark.skipif(not triton_kernel.available(),
                                 reason=f"Triton not importable: {triton_kernel.IMPORT_ERROR}")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-EDGES = [float(v) for p in fastfreq.PAPER_BANDS for v in p]
 
 
-def op_args(seeded: bool, B=2, C=3, H=10, W=8):
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(B, C, H, W, generator=g)
-    band = torch.tensor([0, 2])[:B]
-    alpha = torch.rand(B, generator=g)
-    ar = torch.rand(B, 5, generator=g)
-    noise = None if seeded else torch.randn(B, C, H, W // 2 + 1, generator=g)
-    seed = torch.tensor([42]) if seeded else None
-    args = (x, band, alpha, ar, noise, seed, EDGES, 1.0, 1.0)
-    return tuple(a.to(DEVICE) if isinstance(a, torch.Tensor) else a for a in args)
+def op_args(seeded: bool):
+    """The compiled-op arguments of test_backends, on the Triton device."""
+    return tuple(a.to(DEVICE) if isinstance(a, torch.Tensor) else a
+                 for a in backend_op_args(seeded=seeded))
 
 
 @pytest.mark.parametrize("seeded", [False, True])
@@ -186,3 +181,23 @@ def test_auto_falls_back_when_the_triton_kernel_fails(monkeypatch):
     monkeypatch.setattr(F, "resolve_backend", lambda backend, x: "triton")
     with pytest.raises(RuntimeError, match="PTX"):
         F.power_suppress(x, 0, 0.5, backend="triton")
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(noise=torch.randn(2, 3, 10, 8)), "noise must be floating of shape"),
+    (dict(band=torch.tensor([0, 1], dtype=torch.int32)), "band must be int64"),
+    (dict(alpha_r=torch.rand(2, 4)), r"alpha_r must be floating of shape \(2, 5\)"),
+    (dict(alpha=None), "band and alpha must be given together"),
+    (dict(seed=torch.tensor([1])), "exactly one of noise and seed"),
+    (dict(x=torch.rand(2, 3, 10, 80)), r"H and W must be in \[2, 64\]"),
+    (dict(edges=[]), "nfd_edges must hold"),
+])
+def test_op_checks_its_arguments(change, match):
+    """Called directly (bypassing fastfreq.functional), the Triton op refuses
+    arguments that would make the kernel read past a tensor."""
+    x, band, alpha, ar, noise, seed, edges, sigma, rs = op_args(seeded=False)
+    args = dict(x=x, band=band, alpha=alpha, alpha_r=ar, noise=noise, seed=seed, edges=edges)
+    args.update({k: (v.to(DEVICE) if isinstance(v, torch.Tensor) else v) for k, v in change.items()})
+    with pytest.raises(RuntimeError, match=match):
+        torch.ops.fastfreq.spectral_augment_triton(args["x"], args["band"], args["alpha"], args["alpha_r"],
+                                                   args["noise"], args["seed"], args["edges"], sigma, rs)

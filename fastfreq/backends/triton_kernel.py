@@ -25,7 +25,7 @@ import os
 import torch
 
 from .. import masks
-from ..constants import DIR_EPS_REL
+from ..constants import DIR_EPS_REL, MAX_NFD_BANDS
 
 try:
     import triton
@@ -319,8 +319,57 @@ def _resolve_precision(precision: str | None) -> str:
     return "ieee" if interpreted() else precision  # the interpreter computes in IEEE
 
 
+def check_op_args(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius_scale):
+    """The structural checks of the C++ op (csrc/spectral_checks.h), for callers
+    of torch.ops.fastfreq.spectral_augment_triton: no pointer the kernel reads
+    can run past its tensor. Values are the caller's (out of range -> NaN)."""
+    def fail(msg):
+        raise RuntimeError(f"fastfreq: {msg}")
+
+    if x.dim() != 4 or not x.is_floating_point():
+        fail(f"x must be a floating (B, C, H, W) tensor, got {x.dtype} {tuple(x.shape)}")
+    B, C, H, W = x.shape
+    if min(H, W) < 2 or max(H, W) > MAX_SIDE:
+        fail(f"H and W must be in [2, {MAX_SIDE}] for the Triton kernel, got {H}x{W}")
+    for name, t in (("band", band), ("alpha", alpha), ("alpha_r", alpha_r), ("noise", noise),
+                    ("seed", seed)):
+        if t is not None and t.device != x.device:
+            fail(f"{name} is on {t.device} but x is on {x.device}")
+    if (band is None) != (alpha is None):
+        fail("band and alpha must be given together")
+    if band is not None:
+        if band.dtype != torch.int64 or tuple(band.shape) != (B,):
+            fail(f"band must be int64 of shape ({B},), got {band.dtype} {tuple(band.shape)}")
+        if not alpha.is_floating_point() or tuple(alpha.shape) != (B,):
+            fail(f"alpha must be floating of shape ({B},), got {alpha.dtype} {tuple(alpha.shape)}")
+    if not (math.isfinite(radius_scale) and radius_scale > 0):
+        fail(f"radius_scale must be finite and > 0, got {radius_scale}")
+    if alpha_r is not None:
+        n = len(nfd_edges) // 2
+        if len(nfd_edges) % 2 or n == 0 or n > MAX_NFD_BANDS:
+            fail(f"nfd_edges must hold 1 to {MAX_NFD_BANDS} (a, b) pairs, got {len(nfd_edges)} values")
+        if not alpha_r.is_floating_point() or tuple(alpha_r.shape) != (B, n):
+            fail(f"alpha_r must be floating of shape ({B}, {n}), got {alpha_r.dtype} "
+                 f"{tuple(alpha_r.shape)}")
+        if not (math.isfinite(sigma) and sigma >= 0):
+            fail(f"sigma must be finite and >= 0, got {sigma}")
+        if (noise is None) == (seed is None):
+            fail("NFD needs exactly one of noise and seed")
+        if noise is not None and (not noise.is_floating_point()
+                                  or tuple(noise.shape) != (B, C, H, W // 2 + 1)):
+            fail(f"noise must be floating of shape ({B}, {C}, {H}, {W // 2 + 1}), got "
+                 f"{noise.dtype} {tuple(noise.shape)}")
+        if seed is not None and (seed.dtype != torch.int64 or seed.numel() != 1):
+            fail(f"seed must be an int64 tensor with one element, got {seed.dtype} {tuple(seed.shape)}")
+        for a, b in zip(nfd_edges[0::2], nfd_edges[1::2]):
+            if not (math.isfinite(a) and math.isfinite(b) and a < b):
+                fail(f"NFD bands need finite edges a < b, got ({a}, {b})")
+
+
 def launch(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius_scale, precision):
-    """Run the kernel on validated arguments (the body of the registered op)."""
+    """Run the kernel (the body of the registered op); checks the structure of
+    its arguments first."""
+    check_op_args(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius_scale)
     B, C, H, W = x.shape
     out = torch.empty_like(x)
     if x.numel() == 0:
