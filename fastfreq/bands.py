@@ -30,12 +30,16 @@ def equal_coverage_bands(H: int, W: int, n: int = 5, *, tol: float = 1e-10):
     chk.image_size(H, W)
     if not isinstance(n, int) or not 1 <= n <= chk.MAX_NFD_BANDS:
         raise ValueError(f"n: expected an int in [1, {chk.MAX_NFD_BANDS}], got {n!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (0 < tol < 1):
+        raise ValueError(f"tol: expected a number in (0, 1), got {tol!r}")
     dH = ref.information_increments(H, W)
     top = float(len(dH) - 1)  # ceil of the largest radius
     cuts = []
     for i in range(1, n):
         target, lo, hi = i / n, -1.0, top
-        while hi - lo > tol:
+        for _ in range(200):  # bisection; 200 halvings reach any tol in (0, 1)
+            if hi - lo <= tol:
+                break
             mid = 0.5 * (lo + hi)
             lo, hi = (mid, hi) if _cumulative_coverage(mid, dH) < target else (lo, mid)
         cuts.append(0.5 * (lo + hi))

@@ -98,3 +98,11 @@ def test_bad_input():
         pdm.frequency_response(None, 1, 4, 4)
     with pytest.raises(ValueError, match="n: expected"):
         equal_coverage_bands(40, 40, 0)
+
+
+@pytest.mark.parametrize("tol", [0.0, -1.0, float("nan"), 2.0, "1e-9"])
+def test_equal_coverage_bad_tolerance_is_refused_not_a_hang(tol):
+    """tol <= 0 once made the bisection loop forever; NaN gave a misleading
+    message. (The bisection is also capped at 200 halvings.)"""
+    with pytest.raises(ValueError, match="tol: expected a number in"):
+        equal_coverage_bands(40, 40, tol=tol)

@@ -156,8 +156,8 @@ def test_ddp_gloo_two_processes(tmp_path):
          "--n-test", "100", "--out", str(tmp_path), "--device", "cpu"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    runs = os.listdir(tmp_path)
-    assert runs == ["demo-nat-s0"]
+    runs = sorted(os.listdir(tmp_path))
+    assert runs == ["data", "demo-nat-s0"]   # the run and its generated synthetic-C set
     res = json.loads((tmp_path / "demo-nat-s0" / "results.json").read_text())
     losses = [h["loss"] for h in res["history"]]
     assert losses[-1] < losses[0]
@@ -195,3 +195,20 @@ def test_table_aggregation(tmp_path):
     assert os.path.exists(csv_path)
     with pytest.raises(ValueError, match="baseline"):
         aggregate(load_runs(root), "t3-nat")
+
+
+def test_synthetic_data_never_writes_into_a_named_folder(tmp_path):
+    """--c-root with synthetic data once wrote the synthetic corrupted set INTO
+    that folder (overwriting a real CIFAR-10-C copy). It is refused, and the
+    generated set lives under the runs' --out folder."""
+    c_root = tmp_path / "CIFAR-10-C"
+    c_root.mkdir()
+    (c_root / "labels.npy").write_bytes(b"the user's file")
+    cfg = get_preset("demo", epochs=1, n_train=64, n_test=16, device="cpu", c_root=str(c_root))
+    with pytest.raises(ValueError, match="--c-root"):
+        engine.load_data(cfg, str(tmp_path / "runs" / "data"))
+    assert (c_root / "labels.npy").read_bytes() == b"the user's file"
+    assert sorted(p.name for p in c_root.iterdir()) == ["labels.npy"]
+    cfg = get_preset("demo", epochs=1, n_train=64, n_test=16, device="cpu")
+    *_, cset = engine.load_data(cfg, str(tmp_path / "runs" / "data"))
+    assert os.path.exists(tmp_path / "runs" / "data" / "synthetic-c-16" / "labels.npy")

@@ -59,13 +59,21 @@ def _dist():
     return 0, 1
 
 
-def load_data(cfg: RunConfig):
-    """(train images, train labels, test images, test labels, CIFAR10C or None)."""
+def load_data(cfg: RunConfig, data_dir: str = os.path.join("out", "data")):
+    """(train images, train labels, test images, test labels, CIFAR10C or None).
+
+    The synthetic dataset's corrupted test set is generated under ``data_dir``
+    (the runs' output folder), never into a folder the user named: a
+    ``c_root`` with synthetic data is refused (it would overwrite a real
+    CIFAR-10-C copy there, and its images are not the synthetic test set)."""
     if cfg.data == "synthetic":
+        if cfg.c_root:
+            raise ValueError(f"--c-root {cfg.c_root!r}: the synthetic dataset evaluates on its own "
+                             "corrupted set (generated under --out); --c-root needs --data cifar10")
         xtr, ytr = D.synthetic_dataset(cfg.n_train or 10000, seed=cfg.seed * 7919 + 11)
         n_test = cfg.n_test or 2000
         xte, yte = D.synthetic_dataset(n_test, seed=1)
-        c_root = cfg.c_root or os.path.join("out", "data", f"synthetic-c-{n_test}")
+        c_root = os.path.join(data_dir, f"synthetic-c-{n_test}")
         if _dist()[0] == 0:
             D.build_synthetic_c(c_root, n=n_test, seed=1)
         if _dist()[1] > 1:
@@ -140,7 +148,7 @@ class Trainer:
             self.train_net = torch.compile(self.train_net)
         self.start_epoch, self.history = 0, []
 
-        xtr, ytr, self.xte, self.yte, self.cset = load_data(cfg)
+        xtr, ytr, self.xte, self.yte, self.cset = load_data(cfg, os.path.join(out_dir, "data"))
         augment = None
         if cfg.ps or cfg.nfd:
             augment = SpectralAugment(ps_p=cfg.ps_p if cfg.ps else 0.0, sigma=cfg.sigma if cfg.nfd else 0.0,
