@@ -11,6 +11,8 @@ import re
 
 import numpy as np
 
+from .constants import MAX_NFD_BANDS as _MAX_NFD_BANDS
+
 BAND_LETTERS = {"L": 0, "M": 1, "H": 2}
 _CONFIG_RE = re.compile(r"^LMH=([01])([01])([01])$")
 
@@ -79,7 +81,7 @@ def nfd_bands(bands) -> tuple[tuple[float, float], ...]:
 
 
 #: Kernels take the band edges as arguments in a fixed-size struct.
-MAX_NFD_BANDS = 16
+MAX_NFD_BANDS = _MAX_NFD_BANDS
 
 
 def label_config(config):
