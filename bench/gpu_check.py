@@ -13,9 +13,9 @@ Writes into ``--out`` (default ``out/gpu-check``, untracked):
 ``gpu-check.log`` (every step's whole output), and the benchmark's own
 ``<gpu>.json/.md/.png`` and ``e2e-gpu.json``.
 
-    python3 -m bench.gpu_check                 # full plan (about 10 minutes on an H100)
+    python3 -m bench.gpu_check                 # full plan (never run whole on a lease)
     python3 -m bench.gpu_check --plan quick    # a few minutes: 40x40 only, short e2e/training
-    python3 -m bench.gpu_check --plan lease    # what fits a 15-minute device lease
+    python3 -m bench.gpu_check --plan lease    # fits a 15-minute lease (about 5 minutes on an H200)
     python3 -m bench.gpu_check --dry-run       # anywhere: prints the plan and prerequisites
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ PLANS = ("full", "quick", "lease")
 def steps(py: str, out: str, arch: str, plan: str = "full") -> list[tuple[str, list[str], dict, int]]:
     """(name, command, extra environment, time limit in seconds) per step.
 
-    full: the whole grid (about 10 minutes on an H100); quick: 40x40 only, a
+    full: the whole grid (its step limits add up to about 25 minutes); quick: 40x40 only, a
     few minutes; lease: what fits one 15-minute device lease (the whole
     suite, the "both" grid at 32/40/64 in float32 and bfloat16, PS and NFD
     alone at 40x40, precision errors, e2e and a short training)."""
