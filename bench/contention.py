@@ -18,6 +18,7 @@ before the run is recorded: a loaded machine makes every number lower).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -28,23 +29,17 @@ import time
 
 import torch
 
+import fastfreq
+
+from .core import make_inputs
+
 BACKENDS = ("cpp", "torch")
 THREADS = (1, 2)
 SPIN = "import time\nend = time.time() + 600\nwhile time.time() < end:\n    pass\n"
 
 
 def _call(backend: str, x, kw):
-    import fastfreq
-
     return fastfreq.spectral_augment(x, **kw, backend=backend, check_values=False)
-
-
-def _inputs(batch: int, size: int):
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, 3, size, size, generator=g)
-    kw = dict(band=torch.randint(0, 3, (batch,), generator=g), alpha=torch.rand(batch, generator=g),
-              alpha_r=torch.rand(batch, 5, generator=g))
-    return x, kw
 
 
 class BusyProcess:
@@ -64,7 +59,7 @@ def measure(rounds: int = 7, batch: int = 1024, size: int = 40, backends=BACKEND
     from fastfreq.backends import ext
 
     backends = [b for b in backends if b != "cpp" or ext.available()]
-    x, kw = _inputs(batch, size)
+    x, kw = make_inputs("both", batch, size, torch.float32, "cpu")
     before = torch.get_num_threads()
     times = {(c, b, t): [] for c in ("quiet", "busy") for b in backends for t in THREADS}
     for b in backends:  # warm-up: plans, caches, thread pools
@@ -74,7 +69,7 @@ def measure(rounds: int = 7, batch: int = 1024, size: int = 40, backends=BACKEND
     try:
         for r in range(rounds):
             for cond in ("quiet", "busy"):
-                ctx = BusyProcess() if cond == "busy" else _Null()
+                ctx = BusyProcess() if cond == "busy" else contextlib.nullcontext()
                 with ctx:
                     for b in backends:
                         for t in THREADS:
@@ -96,14 +91,6 @@ def measure(rounds: int = 7, batch: int = 1024, size: int = 40, backends=BACKEND
                   "busy_2t_over_quiet_1t": rate[("busy", b, 2)] / rate[("quiet", b, 1)]}
               for b in backends}
     return rows, ratios
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def run(a) -> dict:

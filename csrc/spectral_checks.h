@@ -60,15 +60,15 @@ inline SpectralParams check_and_pack(const at::Tensor& x, const c10::optional<at
                                      double radius_scale) {
   FF_CHECK(x.dim() == 4, "fastfreq: x must have shape (B, C, H, W), got ", x.sizes());
   FF_CHECK(at::isFloatingType(x.scalar_type()),
-              "fastfreq: x must be a floating-point tensor, got ", x.scalar_type());
+           "fastfreq: x must be a floating-point tensor, got ", x.scalar_type());
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   FF_CHECK(H >= 2 && W >= 2, "fastfreq: H and W must be >= 2, got ", H, "x", W);
   FF_CHECK(H < (1 << 20) && W < (1 << 20), "fastfreq: image size too large: ", H, "x", W);
   FF_CHECK(band.has_value() == alpha.has_value(),
-              "fastfreq: band and alpha must be given together");
+           "fastfreq: band and alpha must be given together");
   auto same_device = [&](const at::Tensor& t, const char* name) {
     FF_CHECK(t.device() == x.device(), "fastfreq: ", name, " is on ", t.device(),
-                " but x is on ", x.device());
+             " but x is on ", x.device());
   };
   SpectralParams p;
   p.H = static_cast<int>(H);
@@ -79,48 +79,48 @@ inline SpectralParams check_and_pack(const at::Tensor& x, const c10::optional<at
     same_device(*band, "band");
     same_device(*alpha, "alpha");
     FF_CHECK(band->scalar_type() == at::kLong && band->dim() == 1 && band->size(0) == B,
-                "fastfreq: band must be int64 of shape (", B, "), got ", band->scalar_type(), " ",
-                band->sizes());
+             "fastfreq: band must be int64 of shape (", B, "), got ", band->scalar_type(), " ",
+             band->sizes());
     FF_CHECK(at::isFloatingType(alpha->scalar_type()) && alpha->dim() == 1 &&
-                    alpha->size(0) == B,
-                "fastfreq: alpha must be floating of shape (", B, "), got ", alpha->scalar_type(),
-                " ", alpha->sizes());
+                 alpha->size(0) == B,
+             "fastfreq: alpha must be floating of shape (", B, "), got ", alpha->scalar_type(),
+             " ", alpha->sizes());
     p.has_ps = true;
   }
   FF_CHECK(std::isfinite(radius_scale) && radius_scale > 0,
-              "fastfreq: radius_scale must be finite and > 0, got ", radius_scale);
+           "fastfreq: radius_scale must be finite and > 0, got ", radius_scale);
   p.inv_radius_scale = 1.0 / radius_scale;
   if (alpha_r.has_value()) {
     same_device(*alpha_r, "alpha_r");
     FF_CHECK(nfd_edges.size() % 2 == 0 && !nfd_edges.empty(),
-                "fastfreq: nfd_edges must hold (a, b) pairs, got ", nfd_edges.size(), " values");
+             "fastfreq: nfd_edges must hold (a, b) pairs, got ", nfd_edges.size(), " values");
     const int64_t n = static_cast<int64_t>(nfd_edges.size() / 2);
     FF_CHECK(n <= kMaxNfdBands, "fastfreq: at most ", kMaxNfdBands, " NFD bands, got ", n);
     FF_CHECK(at::isFloatingType(alpha_r->scalar_type()) && alpha_r->dim() == 2 &&
-                    alpha_r->size(0) == B && alpha_r->size(1) == n,
-                "fastfreq: alpha_r must be floating of shape (", B, ", ", n, "), got ",
-                alpha_r->scalar_type(), " ", alpha_r->sizes());
+                 alpha_r->size(0) == B && alpha_r->size(1) == n,
+             "fastfreq: alpha_r must be floating of shape (", B, ", ", n, "), got ",
+             alpha_r->scalar_type(), " ", alpha_r->sizes());
     FF_CHECK(std::isfinite(sigma) && sigma >= 0, "fastfreq: sigma must be finite and >= 0, got ",
-                sigma);
+             sigma);
     FF_CHECK(noise.has_value() != seed.has_value(),
-                "fastfreq: NFD needs exactly one of noise and seed");
+             "fastfreq: NFD needs exactly one of noise and seed");
     if (noise.has_value()) {
       same_device(*noise, "noise");
       FF_CHECK(at::isFloatingType(noise->scalar_type()) &&
-                      noise->sizes() == at::IntArrayRef({B, C, H, W / 2 + 1}),
-                  "fastfreq: noise must be floating of shape (", B, ", ", C, ", ", H, ", ",
-                  W / 2 + 1, "), got ", noise->scalar_type(), " ", noise->sizes());
+                   noise->sizes() == at::IntArrayRef({B, C, H, W / 2 + 1}),
+               "fastfreq: noise must be floating of shape (", B, ", ", C, ", ", H, ", ",
+               W / 2 + 1, "), got ", noise->scalar_type(), " ", noise->sizes());
     } else {
       same_device(*seed, "seed");
       FF_CHECK(seed->scalar_type() == at::kLong && seed->numel() == 1,
-                  "fastfreq: seed must be an int64 tensor with one element, got ",
-                  seed->scalar_type(), " ", seed->sizes());
+               "fastfreq: seed must be an int64 tensor with one element, got ",
+               seed->scalar_type(), " ", seed->sizes());
     }
     p.n_bands = static_cast<int>(n);
     for (int64_t i = 0; i < n; ++i) {
       const double a = nfd_edges[2 * i], b = nfd_edges[2 * i + 1];
       FF_CHECK(std::isfinite(a) && std::isfinite(b) && a < b,
-                  "fastfreq: NFD band ", i, " needs finite edges a < b, got (", a, ", ", b, ")");
+               "fastfreq: NFD band ", i, " needs finite edges a < b, got (", a, ", ", b, ")");
       p.band_a[i] = static_cast<float>(a);
       p.band_b[i] = static_cast<float>(b);
     }
@@ -132,8 +132,8 @@ inline SpectralParams check_and_pack(const at::Tensor& x, const c10::optional<at
 
 inline void check_philox_args(const at::Tensor& seed, at::IntArrayRef shape) {
   FF_CHECK(seed.scalar_type() == at::kLong && seed.numel() == 1,
-              "fastfreq: seed must be an int64 tensor with one element, got ", seed.scalar_type(),
-              " ", seed.sizes());
+           "fastfreq: seed must be an int64 tensor with one element, got ", seed.scalar_type(),
+           " ", seed.sizes());
   for (auto d : shape) FF_CHECK(d >= 0, "fastfreq: shape must be non-negative, got ", shape);
 }
 

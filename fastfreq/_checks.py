@@ -11,9 +11,9 @@ import re
 
 import numpy as np
 
-from .constants import MAX_NFD_BANDS as _MAX_NFD_BANDS
+from .constants import BAND_IDS
+from .constants import MAX_NFD_BANDS  # noqa: F401  (kernels take the band edges in a fixed-size struct)
 
-BAND_LETTERS = {"L": 0, "M": 1, "H": 2}
 _CONFIG_RE = re.compile(r"^LMH=([01])([01])([01])$")
 
 
@@ -56,9 +56,9 @@ def probability(v, name: str = "p") -> float:
 def band_id(band) -> int:
     """A single band given as a letter 'L'/'M'/'H' or an id 0/1/2."""
     if isinstance(band, str):
-        if band not in BAND_LETTERS:
+        if band not in BAND_IDS:
             raise ValueError(f"band: expected one of 'L', 'M', 'H' or 0, 1, 2, got {band!r}")
-        return BAND_LETTERS[band]
+        return BAND_IDS[band]
     if isinstance(band, bool) or not isinstance(band, numbers.Integral) or not 0 <= band <= 2:
         raise ValueError(f"band: expected one of 'L', 'M', 'H' or 0, 1, 2, got {band!r}")
     return int(band)
@@ -78,10 +78,6 @@ def nfd_bands(bands) -> tuple[tuple[float, float], ...]:
         if not (math.isfinite(a) and math.isfinite(b) and a < b):
             raise ValueError(f"nfd_bands: each pair needs finite edges a < b, got ({a}, {b})")
     return pairs
-
-
-#: Kernels take the band edges as arguments in a fixed-size struct.
-MAX_NFD_BANDS = _MAX_NFD_BANDS
 
 
 def label_config(config):

@@ -63,12 +63,17 @@ def _unit(u: torch.Tensor) -> torch.Tensor:
     return v.to(torch.float32) * 4.6566127342e-10
 
 
+def groups_per_row(n: int) -> int:
+    """Philox groups G = ceil(n / 4) of a row of n bins."""
+    return -(-n // PHILOX_LANES)
+
+
 def padded_index(shape, device=None) -> torch.Tensor:
     """Stream index ``r * 4G + k`` of every element of ``shape`` (see above)."""
     shape = tuple(int(v) for v in shape)
     n = shape[-1] if shape else 1
     rows = math.prod(shape[:-1]) if shape else 1
-    row_len = PHILOX_LANES * ((n + PHILOX_LANES - 1) // PHILOX_LANES)
+    row_len = PHILOX_LANES * groups_per_row(n)
     r = torch.arange(rows, device=device, dtype=torch.int64)[:, None]
     k = torch.arange(n, device=device, dtype=torch.int64)[None, :]
     return (r * row_len + k).reshape(shape)

@@ -52,7 +52,7 @@ def call(backend, x, **kw):
     return fastfreq.spectral_augment(x, backend=backend, **kw)
 
 
-def skip_unsupported(backend, dtype=None, shape=None):
+def skip_unsupported(backend, dtype=None):
     if backend == "triton" and dtype == torch.float64:
         pytest.skip("Triton refuses float64 (test_triton_float64)")
 

@@ -144,7 +144,8 @@ class Augmenter {
           std::copy_n(noise_ + plane * bins_, bins_, g_.data());
         } else {
           // row by row: each row starts a Philox group (noise_index)
-          float* dst = std::is_same_v<T, float> ? reinterpret_cast<float*>(g_.data()) : draws_.data();
+          float* dst = draws_.data();
+          if constexpr (std::is_same_v<T, float>) dst = g_.data();  // the draws land in g
           for (int r = 0; r < p_.H; ++r)
             fill_normals(noise_index(plane * p_.H + r, 0, p_.Wh), p_.Wh,
                          static_cast<uint64_t>(*seed_), dst + static_cast<int64_t>(r) * p_.Wh,

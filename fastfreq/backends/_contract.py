@@ -16,6 +16,19 @@ from __future__ import annotations
 import torch
 
 
+def valid_stand_ins(bad, band, alpha, alpha_r):
+    """band / alpha / alpha_r with the bad images' values replaced by valid
+    ones (band 0, alpha 0, alpha_r 0), so that no lookup is out of range; the
+    caller makes those images NaN afterwards."""
+    if bad is None:
+        return band, alpha, alpha_r
+    if band is not None:
+        band, alpha = torch.where(bad, 0, band), torch.where(bad, 0, alpha)
+    if alpha_r is not None:
+        alpha_r = torch.where(bad[:, None], 0, alpha_r)
+    return band, alpha, alpha_r
+
+
 def bad_images(band, alpha, alpha_r):
     """Boolean (B,) mask of images with out-of-range parameters, or None."""
     bad = None

@@ -12,7 +12,7 @@ import torch
 
 from .. import reference
 from ..philox import philox_normal
-from ._contract import bad_images
+from ._contract import bad_images, valid_stand_ins
 
 
 def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
@@ -28,16 +28,12 @@ def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_ba
         gen_device = generator.device if generator is not None else x.device
         np_gen = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=gen_device).item())
     bad = bad_images(band, alpha, alpha_r)
-    band_n, alpha_n, ar_n = np_or_none(band, torch.int64), np_or_none(alpha), np_or_none(alpha_r)
-    if bad is not None:  # run the reference on valid stand-ins, then NaN those images
-        bad = bad.cpu().numpy()
-        if band_n is not None:
-            band_n, alpha_n = np.where(bad, 0, band_n), np.where(bad, 0.0, alpha_n)
-        if ar_n is not None:
-            ar_n = np.where(bad[:, None], 0.0, ar_n)
-    out = reference.spectral_augment(np_or_none(x), band_n, alpha_n, ar_n, np_or_none(noise), sigma,
+    # the reference runs on valid stand-ins; those images are made NaN after
+    band, alpha, alpha_r = valid_stand_ins(bad, band, alpha, alpha_r)
+    out = reference.spectral_augment(np_or_none(x), np_or_none(band, torch.int64), np_or_none(alpha),
+                                     np_or_none(alpha_r), np_or_none(noise), sigma,
                                      radius_scale=radius_scale, nfd_bands=nfd_bands,
                                      generator=np_gen)
     if bad is not None:
-        out[bad] = np.nan
+        out[bad.cpu().numpy()] = np.nan
     return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)

@@ -9,7 +9,7 @@ import torch
 from .. import masks
 from ..constants import DIR_EPS_REL
 from ..philox import philox_normal
-from ._contract import bad_images
+from ._contract import bad_images, valid_stand_ins
 
 
 def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands,
@@ -23,12 +23,7 @@ def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_ba
     xf = x.to(compute)
     H, W = x.shape[-2:]
     bad = bad_images(band, alpha, alpha_r)
-    if bad is not None:  # valid stand-ins, so no index is out of range; NaN below
-        if band is not None:
-            band = torch.where(bad, 0, band)
-            alpha = torch.where(bad, 0, alpha)
-        if alpha_r is not None:
-            alpha_r = torch.where(bad[:, None], 0, alpha_r)
+    band, alpha, alpha_r = valid_stand_ins(bad, band, alpha, alpha_r)  # NaN below
     X = torch.fft.rfft2(xf)
     if band is not None:
         X = X * masks.suppression_gain(band, alpha.to(compute), H, W,

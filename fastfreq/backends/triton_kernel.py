@@ -26,6 +26,7 @@ import torch
 
 from .. import masks
 from ..constants import DIR_EPS_REL, MAX_NFD_BANDS
+from ..philox import groups_per_row
 
 try:
     import triton
@@ -97,7 +98,7 @@ def _pow2(n: int) -> int:
 def noise_groups(H: int, W: int) -> int:
     """Philox groups the kernel draws per plane: H rows of ceil((W/2+1)/4)
     groups, padded to a power of two."""
-    return _pow2(H * ((W // 2 + 4) // 4))
+    return _pow2(H * groups_per_row(W // 2 + 1))
 
 
 def tiles(H: int, W: int) -> tuple[int, int, int]:
@@ -111,6 +112,11 @@ def _round_tf32(t: torch.Tensor) -> torch.Tensor:
     return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
 
 
+def _padded(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """``t`` zero-padded at the end of its last two dimensions to rows x cols."""
+    return torch.nn.functional.pad(t, (0, cols - t.shape[-1], 0, rows - t.shape[-2]))
+
+
 def _build_twiddles(H: int, W: int, device, round_tf32: bool):
     """Twiddle matrices built in float64 on the device (no host copy, no sync)
     and rounded once, zero-padded to the kernel's tiles."""
@@ -120,18 +126,15 @@ def _build_twiddles(H: int, W: int, device, round_tf32: bool):
     y, w, k = torch.arange(H, **f64), torch.arange(W, **f64), torch.arange(Wh, **f64)
     ang_h = 2 * math.pi * torch.outer(y, y).remainder(H) / H
     ang_w = 2 * math.pi * torch.outer(w, k).remainder(W) / W   # (W, Wh)
-    ch, sh = torch.zeros(HP, HP, **f64), torch.zeros(HP, HP, **f64)
-    ch[:H, :H], sh[:H, :H] = torch.cos(ang_h), torch.sin(ang_h)
-    cw, sw = torch.zeros(WP, WhP, **f64), torch.zeros(WP, WhP, **f64)
-    cw[:W, :Wh], sw[:W, :Wh] = torch.cos(ang_w), torch.sin(ang_w)
+    ch, sh = _padded(torch.cos(ang_h), HP, HP), _padded(torch.sin(ang_h), HP, HP)
+    cw, sw = _padded(torch.cos(ang_w), WP, WhP), _padded(torch.sin(ang_w), WP, WhP)
     # inverse real transform along W: weight 1 for the self-conjugate columns
     # (k = 0 and k = W/2), 2 for the others; 1/(H W) folded in
     # (built with where, not item assignment: a Python scalar written into a
     # CUDA tensor is a host sync)
     weight = torch.where((k == 0) | (2 * k == W), 1.0, 2.0).to(torch.float64)
-    icw, isw = torch.zeros(WhP, WP, **f64), torch.zeros(WhP, WP, **f64)
-    icw[:Wh, :W] = weight[:, None] * torch.cos(ang_w.T) / (H * W)
-    isw[:Wh, :W] = weight[:, None] * torch.sin(ang_w.T) / (H * W)
+    icw = _padded(weight[:, None] * torch.cos(ang_w.T) / (H * W), WhP, WP)
+    isw = _padded(weight[:, None] * torch.sin(ang_w.T) / (H * W), WhP, WP)
     out = [t.to(torch.float32).contiguous() for t in (ch, sh, cw, sw, icw, isw)]
     return tuple(_round_tf32(t) if round_tf32 else t for t in out)
 
@@ -140,16 +143,11 @@ def _build_curves(H: int, W: int, radius_scale: float, nfd_bands, device):
     """(3, HP, WHP) suppression masks and (n, HP, WHP) NFD hills of the half
     spectrum, zero in the padding (built on the device from fastfreq.masks)."""
     HP, _, WhP = tiles(H, W)
-    Wh = W // 2 + 1
     m = masks.band_masks(H, W, radius_scale=radius_scale, half=True, device=device,
                          dtype=torch.float64)
     h = masks.nfd_band_masks(H, W, nfd_bands=nfd_bands, half=True, device=device,
                              dtype=torch.float64)
-    mp = torch.zeros(3, HP, WhP, dtype=torch.float32, device=device)
-    hp = torch.zeros(len(nfd_bands), HP, WhP, dtype=torch.float32, device=device)
-    mp[:, :H, :Wh] = m
-    hp[:, :H, :Wh] = h
-    return mp, hp
+    return tuple(_padded(t, HP, WhP).to(torch.float32).contiguous() for t in (m, h))
 
 
 _CACHE: dict = {}
@@ -391,7 +389,7 @@ def launch(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius_scale,
             noise.contiguous() if noise is not None else dummy_f,
             seed.contiguous() if seed is not None else dummy_i,
             *curves, *tw, *x.stride(), *out.stride(),
-            C, H, W, W // 2 + 1, (W // 2 + 4) // 4, float(sigma))
+            C, H, W, W // 2 + 1, groups_per_row(W // 2 + 1), float(sigma))
     meta = dict(HP=HP, WP=WP, WHP=WHP, N_BANDS=len(bands), HAS_PS=band is not None,
                 HAS_NFD=alpha_r is not None, NOISE_IN_KERNEL=noise_in_kernel, PRECISION=precision,
                 ROUND_TF32=round_tf32, EPS_REL=DIR_EPS_REL, NG=noise_groups(H, W))
