@@ -10,16 +10,17 @@ import numbers
 import re
 
 import numpy as np
+import torch
 
-from .constants import BAND_IDS
-from .constants import MAX_NFD_BANDS  # noqa: F401  (kernels take the band edges in a fixed-size struct)
+from .constants import BAND_IDS, MAX_NFD_BANDS, RADIUS_SCALE_RANGE, SIGMA_MAX
 
 _CONFIG_RE = re.compile(r"^LMH=([01])([01])([01])$")
 
 
 def image_size(H, W) -> None:
     for name, v in (("H", H), ("W", W)):
-        if not isinstance(v, numbers.Integral) or v < 2:
+        # SymInt: sizes traced by torch.compile / AOT autograd
+        if not isinstance(v, (numbers.Integral, torch.SymInt)) or v < 2:
             raise ValueError(f"{name}: image sizes must be integers >= 2, got {v!r}")
 
 
@@ -44,6 +45,34 @@ def positive_float(v, name: str) -> float:
     if v <= 0:
         raise ValueError(f"{name}: expected a value > 0, got {v}")
     return v
+
+
+def sigma(v, name: str = "sigma") -> float:
+    """NFD noise strength in [0, SIGMA_MAX] (larger overflows float32)."""
+    v = nonneg_float(v, name)
+    if v > SIGMA_MAX:
+        raise ValueError(f"{name}: expected a value in [0, {SIGMA_MAX:g}] (the noise is computed "
+                         f"in float32), got {v:g}")
+    return v
+
+
+def radius_scale(v, name: str = "radius_scale") -> float:
+    v = positive_float(v, name)
+    lo, hi = RADIUS_SCALE_RANGE
+    if not lo <= v <= hi:
+        raise ValueError(f"{name}: expected a value in [{lo:g}, {hi:g}] (beyond it every mask "
+                         f"is flat on images up to 64x64), got {v:g}")
+    return v
+
+
+def unit_range(r, name: str) -> tuple[float, float]:
+    """A ``(lo, hi)`` pair with 0 <= lo <= hi <= 1."""
+    if isinstance(r, (str, bytes)) or not hasattr(r, "__len__") or len(r) != 2:
+        raise ValueError(f"{name}: expected a range (lo, hi) with 0 <= lo <= hi <= 1, got {r!r}")
+    lo, hi = (finite_float(a, name) for a in r)
+    if not 0 <= lo <= hi <= 1:
+        raise ValueError(f"{name}: expected a range (lo, hi) with 0 <= lo <= hi <= 1, got {r!r}")
+    return lo, hi
 
 
 def probability(v, name: str = "p") -> float:

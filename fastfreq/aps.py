@@ -6,8 +6,9 @@ Typical use in a training step::
     ps = PowerSuppression(p=1/3)
     att = ChannelAttention(64)               # after the first conv (+BN)
     labels = AuxLabels("learnable")          # or "LMH=000" ... "LMH=111"
-    x, params = ps(images)
+    x = ps(images)                           # the module keeps its draw: ps.last_params
     logits = model(x)                        # model calls att(...) inside
+    params = ps.last_params
     beta = labels(params["band"], params["alpha"])
     loss = ce(logits, y) + aux_loss(att.open_ratio, beta, params["applied"], lam=100)
 """
@@ -38,6 +39,13 @@ class ChannelAttention(nn.Module):
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
         self.mask: torch.Tensor | None = None
+
+    def __getstate__(self):
+        # the last forward's mask holds the autograd graph of that step: it is
+        # not part of the module (deepcopy, AveragedModel and pickling skip it)
+        state = self.__dict__.copy()
+        state["mask"] = None
+        return state
 
     def _check(self, m):
         if m.dim() != 4 or m.shape[1] != self.channels:

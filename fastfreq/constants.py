@@ -18,3 +18,13 @@ MAX_NFD_BANDS = 16
 #: Normals per Philox4x32-10 call: the noise of a half-spectrum row is drawn in
 #: row-aligned groups of this many bins (see fastfreq.philox).
 PHILOX_LANES = 4
+#: Largest NFD sigma accepted: the noise variance ``sigma (1 - M)`` and the
+#: noise itself stay far inside float32 (larger values overflowed to inf/NaN).
+SIGMA_MAX = 1e30
+#: Accepted ``radius_scale`` range: beyond it every mask is flat on any image
+#: up to 64x64 anyway, and ``r / radius_scale`` would leave float32's range.
+RADIUS_SCALE_RANGE = (1e-3, 1e3)
+#: Images are computed in float32 (float64 for float64 images): ``rfft2`` sums
+#: ``H * W`` values, so ``max |x|`` must stay below ``FLOAT32_SUM_LIMIT / (H * W)``
+#: (checked with ``check_values``, the default).
+FLOAT32_SUM_LIMIT = 1e38

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from dataclasses import dataclass
@@ -15,8 +16,8 @@ import numpy as np
 import torch
 
 from . import _checks as chk
-from .backends import ext, numpy_ref, torch_fft, triton_kernel
-from .constants import PAPER_BANDS
+from .backends import _autograd, ext, numpy_ref, torch_fft, triton_kernel
+from .constants import FLOAT32_SUM_LIMIT, PAPER_BANDS
 
 BACKENDS = ("auto", "numpy", "torch", "cpp", "cuda", "triton")
 # set when the Triton kernel failed under backend="auto": auto then stops picking it
@@ -56,6 +57,19 @@ def _check_range(t: torch.Tensor, name: str, lo, hi) -> None:
                          f"{t.min().item()}, max {t.max().item()}")
 
 
+def _check_magnitude(x: torch.Tensor) -> None:
+    """Images the FFT can sum without overflow (one reduction, one host sync)."""
+    H, W = x.shape[-2:]
+    limit = (1e300 if x.dtype == torch.float64 else FLOAT32_SUM_LIMIT) / (H * W)
+    peak = float(x.detach().abs().amax())
+    if not math.isfinite(peak):
+        raise ValueError("x: expected finite values, got NaN or Inf")
+    if peak > limit:
+        raise ValueError(f"x: magnitudes up to {limit:.3g} are supported for {H}x{W} images "
+                         f"(the FFT sums H*W values in {'float64' if x.dtype == torch.float64 else 'float32'}), "
+                         f"got max |x| = {peak:.3g}; rescale the images")
+
+
 def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
              check_values: bool = True, seed=None) -> _Args:
     if not isinstance(x, torch.Tensor):
@@ -66,10 +80,12 @@ def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, gen
         raise ValueError(f"x: expected shape (B, C, H, W), got {tuple(x.shape)}")
     B, C, H, W = x.shape
     chk.image_size(H, W)
-    sigma = chk.nonneg_float(sigma, "sigma")
-    radius_scale = chk.positive_float(radius_scale, "radius_scale")
+    sigma = chk.sigma(sigma)
+    radius_scale = chk.radius_scale(radius_scale)
     bands = chk.nfd_bands(nfd_bands)
     dev = x.device
+    if check_values and x.numel():
+        _check_magnitude(x)
 
     if chk.ps_requested(band, alpha):
         if isinstance(band, (str, numbers.Integral)):
@@ -186,6 +202,14 @@ def _dispatch(a: _Args, backend: str, precision=None) -> torch.Tensor:
     if a.x.numel() == 0:
         return torch.empty(a.x.shape, dtype=a.x.dtype, device=a.x.device)
     impl = _MODULES[name].spectral_augment
+    if name == "numpy" and a.x.requires_grad and torch.is_grad_enabled():
+        # the reference computes in NumPy: autograd through a Function whose
+        # backward recomputes with torch for the same (Philox) noise
+        seed = a.seed
+        if a.alpha_r is not None and a.noise is None and seed is None:
+            seed = ext.draw_seed(a.x.device, a.generator)
+        return _autograd.NumpyFn.apply(a.x, a.band, a.alpha, a.alpha_r, a.noise, seed,
+                                       a.nfd_bands, a.sigma, a.radius_scale)
     try:
         return impl(a.x, a.band, a.alpha, a.alpha_r, a.noise, a.sigma, a.radius_scale,
                     a.nfd_bands, a.generator, seed=a.seed, precision=precision)

@@ -64,7 +64,7 @@ BAND_CURVES = (m_L, m_M, m_H)
 def band_masks(H: int, W: int, *, radius_scale: float = 1.0, half: bool = False,
                device=None, dtype=torch.float32) -> torch.Tensor:
     """The three mask matrices ``M_L, M_M, M_H`` (eq. 1) stacked: ``(3, H, W')``."""
-    radius_scale = chk.positive_float(radius_scale, "radius_scale")
+    radius_scale = chk.radius_scale(radius_scale)
     s = radius(H, W, half=half, device=device, dtype=dtype) / radius_scale
     return torch.stack([curve(s) for curve in BAND_CURVES])
 

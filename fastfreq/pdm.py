@@ -114,7 +114,7 @@ def band_shares(hist: torch.Tensor, *, centred: bool = True, radius_scale: float
     r = radius(H, W, device=hist.device, dtype=torch.float64)
     if centred:
         r = torch.fft.fftshift(r)
-    lo, hi = (e * chk.positive_float(radius_scale, "radius_scale") for e in REGION_EDGES)
+    lo, hi = (e * chk.radius_scale(radius_scale) for e in REGION_EDGES)
     h = hist.double().clamp_min(0)
     total = h.sum().clamp_min(1e-300)
     return {"L": float(h[r < lo].sum() / total), "M": float(h[(r >= lo) & (r < hi)].sum() / total),

@@ -89,7 +89,7 @@ BAND_CURVES: tuple[Callable, Callable, Callable] = (m_L, m_M, m_H)
 def mask_matrix(curve: Callable, H: int, W: int, *, radius_scale: float = 1.0,
                 half: bool = False) -> np.ndarray:
     """Eq. 1: ``M[i, j] = m(r(i, j) / radius_scale)``."""
-    radius_scale = chk.positive_float(radius_scale, "radius_scale")
+    radius_scale = chk.radius_scale(radius_scale)
     return curve(radius(H, W, half=half) / radius_scale)
 
 
@@ -270,8 +270,8 @@ def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1
         raise ValueError(f"backend: the reference only runs 'numpy', got {backend!r}")
     x = chk.np_images(x)
     B, C, H, W = x.shape
-    sigma = chk.nonneg_float(sigma, "sigma")
-    radius_scale = chk.positive_float(radius_scale, "radius_scale")
+    sigma = chk.sigma(sigma)
+    radius_scale = chk.radius_scale(radius_scale)
     bands = chk.nfd_bands(nfd_bands)
     do_ps = chk.ps_requested(band, alpha)
     do_nfd = alpha_r is not None

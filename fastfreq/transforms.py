@@ -1,24 +1,40 @@
-"""Batched augmentation modules: sample parameters per sample, then apply them
-with one call of the fused op.
+"""Batched augmentation modules in the kornia / torchvision-v2 manner.
 
-Each module has ``sample_params(batch, device)`` and ``forward(x, params=None)``
-returning ``(images, params)``; passing ``params`` back replays the exact same
-augmentation. ``p`` is applied per sample with ``torch.where`` (no Python
-branch, no host sync), ``same_on_batch`` draws one set for the whole batch,
-and a ``torch.Generator`` makes the draws reproducible. Inputs are
-``(B, C, H, W)`` batches or single ``(C, H, W)`` images (DataLoader workers).
+Each module samples parameters per sample, then applies them with one call of
+the fused op, and returns what it was given: a tensor for a tensor, and for a
+tuple / list / dict (e.g. ``(image, label)``) the same structure with its
+image transformed. The parameters of the last call are kept on the module
+(``last_params``, kornia's ``_params``); ``module(x, params=p)`` replays an
+augmentation exactly (the NFD noise is keyed by a Philox seed, so a replay
+adds the same noise on every backend).
+
+* images: ``(B, C, H, W)`` batches or single ``(C, H, W)`` images, float16 /
+  bfloat16 / float32 / float64 in [0, 1] (not required), or uint8 in 0..255
+  (computed in float32, rounded and clamped back to uint8);
+* which entry of a structure is the image: every ``torchvision.tv_tensors.Image``
+  if there is one, else the first plain tensor with 3 or 4 dimensions
+  (torchvision's rule); labels and other entries pass through unchanged;
+* ``p`` applies per sample with ``torch.where`` (no host sync),
+  ``same_on_batch`` draws one set for the whole batch, ``clamp`` clips the
+  output to ``(lo, hi)`` (``True``: ``(0, 1)``);
+* ``generator`` makes the draws reproducible; inside a DataLoader worker each
+  worker draws from its own stream, derived from the generator's state and
+  the worker's seed (distinct per worker and per epoch, reproducible when
+  the DataLoader is seeded).
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
 from torch import nn
+from torch.utils import _pytree
 
 from . import _checks as chk
-from . import functional as F
+from . import functional as FF
 from .backends.ext import draw_seed
-from .reference import PAPER_BANDS
+from .constants import PAPER_BANDS
 
 
 def sample_control_weights(batch: int, n_bands: int = 5, *, generator=None, device=None,
@@ -36,43 +52,179 @@ def sample_control_weights(batch: int, n_bands: int = 5, *, generator=None, devi
     return w.to(device) if device is not None else w
 
 
-def _batched(x):
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+@functools.lru_cache(maxsize=64)
+def _equal_coverage(H: int, W: int, n: int):
+    from .bands import equal_coverage_bands
+
+    return equal_coverage_bands(H, W, n)
+
+
+def resolve_nfd_bands(bands, H: int, W: int):
+    """``"paper"`` -> the paper's five 40x40 bands; ``"equal-coverage"`` ->
+    five bands of equal information coverage for this size (computed once per
+    size); else explicit ``(a, b)`` edges."""
+    if isinstance(bands, str):
+        if bands == "paper":
+            return PAPER_BANDS
+        if bands == "equal-coverage":
+            return _equal_coverage(int(H), int(W), 5)
+        raise ValueError(f"bands: expected 'paper', 'equal-coverage' or (a, b) pairs, got {bands!r}")
+    return chk.nfd_bands(bands)
+
+
+# ------------------------------------------------------------------ structures
+def _is_tv_image(t) -> bool:
+    cls = type(t)
+    return cls.__name__ == "Image" and cls.__module__.startswith("torchvision.tv_tensors")
+
+
+def _image_slots(leaves) -> list[int]:
+    """Indices of the leaves to transform (torchvision v2's rule)."""
+    images = [i for i, v in enumerate(leaves) if _is_tv_image(v)]
+    if images:
+        return images
+    for i, v in enumerate(leaves):
+        if isinstance(v, torch.Tensor) and v.dim() in (3, 4) and not _is_tv_tensor(v):
+            return [i]
+    return []
+
+
+def _is_tv_tensor(t) -> bool:
+    return type(t).__module__.startswith("torchvision.tv_tensors")
+
+
+def _to_compute(x: torch.Tensor):
+    """(float images, a function that brings a result back to x's dtype/type)."""
+    kind = type(x)
+    plain = x.as_subclass(torch.Tensor) if kind is not torch.Tensor else x
+    if plain.dtype == torch.uint8:
+        def back(y):
+            y = (y * 255).round_().clamp_(0, 255).to(torch.uint8)
+            return y.as_subclass(kind) if kind is not torch.Tensor else y
+        return plain.float() / 255, back
+    if not plain.is_floating_point():
+        raise TypeError(f"x: expected floating-point or uint8 images, got {plain.dtype}")
+    if kind is torch.Tensor:
+        return plain, lambda y: y
+    return plain, lambda y: y.as_subclass(kind)
+
+
+def _batched(x: torch.Tensor):
     if x.dim() == 3:
         return x.unsqueeze(0), True
     if x.dim() != 4:
-        raise ValueError(f"x: expected (B, C, H, W) or (C, H, W), got {tuple(x.shape)}")
+        raise ValueError(f"x: expected (B, C, H, W) or (C, H, W) images, got {tuple(x.shape)}")
     return x, False
 
 
-class _Augment(nn.Module):
-    def __init__(self, p: float, same_on_batch: bool, generator, backend: str):
+def _clamp_arg(clamp):
+    if clamp is False or clamp is None:
+        return None
+    if clamp is True:
+        return (0.0, 1.0)
+    try:
+        lo, hi = (chk.finite_float(v, "clamp") for v in clamp)
+    except TypeError:
+        raise TypeError(f"clamp: expected a bool or a (lo, hi) pair, got {clamp!r}") from None
+    if not lo < hi:
+        raise ValueError(f"clamp: expected lo < hi, got {clamp!r}")
+    return (lo, hi)
+
+
+def _check_backend(backend):
+    if backend not in FF.BACKENDS:
+        raise ValueError(f"backend: expected one of {FF.BACKENDS}, got {backend!r}")
+    return backend
+
+
+class _Sampled(nn.Module):
+    """What every module shares: the generator and its per-worker streams,
+    structure handling, the last parameters and ``clamp``."""
+
+    def __init__(self, generator, backend: str, clamp):
         super().__init__()
-        self.p = chk.probability(p, "p")
-        self.same_on_batch = bool(same_on_batch)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
         self.generator = generator
-        self.backend = backend
+        self.backend = _check_backend(backend)
+        self.clamp = _clamp_arg(clamp)
+        self._params = None
+        self._worker_stream = None  # (worker key, generator) inside a DataLoader worker
 
-    def _gen_device(self, device):
-        return self.generator.device if self.generator is not None else torch.device(device)
+    @property
+    def last_params(self):
+        """The parameters of the last forward (``None`` before the first)."""
+        return self._params
 
-    def _rand(self, n, device, **kw):
-        return torch.rand(n, generator=self.generator, device=self._gen_device(device), **kw)
+    def stream(self) -> torch.Generator | None:
+        """The generator to draw from: ``generator`` itself in the main
+        process; in a DataLoader worker a generator of its own, seeded from
+        ``generator``'s current state and the worker's seed."""
+        g = self.generator
+        info = torch.utils.data.get_worker_info()
+        if g is None or info is None:
+            return g
+        key = (info.id, info.seed)
+        if self._worker_stream is None or self._worker_stream[0] != key:
+            probe = torch.Generator(device=g.device)
+            probe.set_state(g.get_state())  # read the state, do not advance it
+            base = int(torch.randint(0, 2 ** 62, (1,), generator=probe, device=g.device).item())
+            wg = torch.Generator(device=g.device)
+            wg.manual_seed(hash((base, info.seed)) % (2 ** 63))
+            self._worker_stream = (key, wg)
+        return self._worker_stream[1]
 
-    def _applied(self, batch, device):
+    def forward(self, *inputs, params=None):
+        """Transform the images in ``inputs`` (a tensor or a structure holding
+        one); returns the same structure. ``params`` replays a previous draw."""
+        sample = inputs if len(inputs) > 1 else inputs[0] if inputs else None
+        if sample is None:
+            raise TypeError("x: expected images (a tensor or a structure holding one), got nothing")
+        leaves, spec = _pytree.tree_flatten(sample)
+        # a lone tensor is the image whatever its shape (a wrong one is reported below)
+        slots = [0] if isinstance(sample, torch.Tensor) else _image_slots(leaves)
+        if not slots:
+            raise TypeError(f"x: expected a (B, C, H, W) or (C, H, W) tensor of images, or a "
+                            f"structure holding one, got {type(sample).__name__}")
+        for i in slots:
+            x, back = _to_compute(leaves[i])
+            x4, single = _batched(x)
+            if params is None:
+                params = self.sample_params(x4.shape[0], x4.device, tuple(x4.shape[-2:]))
+            out = self.apply_params(x4, params)
+            if self.clamp is not None:
+                out = out.clamp(*self.clamp)
+            leaves[i] = back(out[0] if single else out)
+        self._params = params
+        return _pytree.tree_unflatten(leaves, spec)
+
+    def _settings(self) -> str:
+        gen = "None" if self.generator is None else f"Generator({self.generator.device})"
+        clamp = False if self.clamp is None else self.clamp
+        return f"clamp={clamp}, backend={self.backend!r}, generator={gen}"
+
+
+class _Augment(_Sampled):
+    def __init__(self, p: float, same_on_batch: bool, generator, backend: str, clamp):
+        super().__init__(generator, backend, clamp)
+        self.p = chk.probability(p, "p")
+        self.same_on_batch = bool(same_on_batch)
+
+    def _gen_device(self, generator, device):
+        return generator.device if generator is not None else torch.device(device)
+
+    def _rand(self, n, device, generator, **kw):
+        return torch.rand(n, generator=generator, device=self._gen_device(generator, device), **kw)
+
+    def _applied(self, batch, device, generator):
         n = 1 if self.same_on_batch else batch
-        applied = self._rand(n, device) < self.p
+        applied = self._rand(n, device, generator) < self.p
         return applied.expand(batch).to(device)
 
-    def forward(self, x, params=None):
-        x4, single = _batched(x)
-        if params is None:
-            params = self.sample_params(x4.shape[0], x4.device, tuple(x4.shape[-2:]))
-        out = self.apply_params(x4, params)
-        return (out[0] if single else out), params
+    def _gen(self, generator):
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+        return generator if generator is not None else self.stream()
 
 
 class PowerSuppression(_Augment):
@@ -86,52 +238,42 @@ class PowerSuppression(_Augment):
 
     def __init__(self, p: float = 1 / 3, bands: Sequence[str] = ("L", "M", "H"),
                  alpha: tuple[float, float] = (0.0, 1.0), radius_scale: float = 1.0, *,
-                 same_on_batch: bool = False, generator=None, backend: str = "auto"):
-        super().__init__(p, same_on_batch, generator, backend)
-        if isinstance(bands, str) or not len(bands):
+                 same_on_batch: bool = False, generator=None, backend: str = "auto", clamp=False):
+        super().__init__(p, same_on_batch, generator, backend, clamp)
+        if isinstance(bands, str) or not isinstance(bands, Sequence) or not len(bands):
             raise ValueError(f"bands: expected a non-empty sequence of 'L', 'M', 'H', got {bands!r}")
         self.band_ids = [chk.band_id(b) for b in bands]
-        lo, hi = (chk.finite_float(a, "alpha") for a in alpha)
-        if not 0 <= lo <= hi <= 1:
-            raise ValueError(f"alpha: expected a range (lo, hi) with 0 <= lo <= hi <= 1, got {alpha}")
-        self.alpha_range = (lo, hi)
-        self.radius_scale = chk.positive_float(radius_scale, "radius_scale")
+        self.alpha_range = chk.unit_range(alpha, "alpha")
+        self.radius_scale = chk.radius_scale(radius_scale)
 
-    def sample_params(self, batch: int, device="cpu", size=None) -> dict:
-        """``size`` (the image size) is accepted for a uniform interface; unused."""
+    def extra_repr(self) -> str:
+        names = tuple("LMH"[b] for b in self.band_ids)
+        return (f"p={self.p}, bands={names}, alpha={self.alpha_range}, "
+                f"radius_scale={self.radius_scale}, same_on_batch={self.same_on_batch}, "
+                + self._settings())
+
+    def sample_params(self, batch: int, device="cpu", size=None, generator=None) -> dict:
+        """``size`` (the image size) is accepted for a uniform interface;
+        ``generator`` overrides the module's for this draw."""
+        g = self._gen(generator)
         n = 1 if self.same_on_batch else batch
-        gdev = self._gen_device(device)
-        applied = self._applied(batch, device)
-        pick = torch.randint(0, len(self.band_ids), (n,), generator=self.generator, device=gdev)
+        gdev = self._gen_device(g, device)
+        applied = self._applied(batch, device, g)
+        pick = torch.randint(0, len(self.band_ids), (n,), generator=g, device=gdev)
         # map the pick to band ids with scalars: no host-to-device copy (no sync)
         band = torch.full_like(pick, self.band_ids[0])
         for j, bid in enumerate(self.band_ids[1:], 1):
             band = torch.where(pick == j, bid, band)
         band = band.expand(batch).to(device)
         lo, hi = self.alpha_range
-        alpha = (lo + (hi - lo) * self._rand(n, device)).expand(batch).to(device)
+        alpha = (lo + (hi - lo) * self._rand(n, device, g)).expand(batch).to(device)
         alpha = torch.where(applied, alpha, torch.zeros_like(alpha))
         return {"applied": applied, "band": band, "alpha": alpha}
 
     def apply_params(self, x, params):
-        out = F.power_suppress(x, params["band"], params["alpha"], radius_scale=self.radius_scale,
-                               backend=self.backend, check_values=False)
+        out = FF.power_suppress(x, params["band"], params["alpha"], radius_scale=self.radius_scale,
+                                backend=self.backend, check_values=False)
         return torch.where(params["applied"][:, None, None, None], out, x)
-
-
-def resolve_nfd_bands(bands, H: int, W: int):
-    """``"paper"`` -> the paper's five 40x40 bands; ``"equal-coverage"`` ->
-    five bands of equal information coverage for this size; else explicit
-    ``(a, b)`` edges."""
-    if isinstance(bands, str):
-        if bands == "paper":
-            return PAPER_BANDS
-        if bands == "equal-coverage":
-            from .bands import equal_coverage_bands
-
-            return equal_coverage_bands(H, W, 5)
-        raise ValueError(f"bands: expected 'paper', 'equal-coverage' or (a, b) pairs, got {bands!r}")
-    return chk.nfd_bands(bands)
 
 
 class NFD(_Augment):
@@ -143,31 +285,37 @@ class NFD(_Augment):
     """
 
     def __init__(self, sigma: float = 1.0, p: float = 1.0, bands="paper", *,
-                 same_on_batch: bool = False, generator=None, backend: str = "auto"):
-        super().__init__(p, same_on_batch, generator, backend)
-        self.sigma = chk.nonneg_float(sigma, "sigma")
+                 same_on_batch: bool = False, generator=None, backend: str = "auto", clamp=False):
+        super().__init__(p, same_on_batch, generator, backend, clamp)
+        self.sigma = chk.sigma(sigma)
         if not isinstance(bands, str):
             bands = chk.nfd_bands(bands)
         else:
             resolve_nfd_bands(bands, 40, 40)  # validate the name now
         self.bands = bands
 
-    def sample_params(self, batch: int, device="cpu", size: tuple[int, int] = (40, 40)) -> dict:
+    def extra_repr(self) -> str:
+        return (f"sigma={self.sigma}, p={self.p}, bands={self.bands!r}, "
+                f"same_on_batch={self.same_on_batch}, " + self._settings())
+
+    def sample_params(self, batch: int, device="cpu", size: tuple[int, int] = (40, 40),
+                      generator=None) -> dict:
+        g = self._gen(generator)
         n_bands = len(resolve_nfd_bands(self.bands, *size))
         n = 1 if self.same_on_batch else batch
-        applied = self._applied(batch, device)
-        w = sample_control_weights(n, n_bands, generator=self.generator,
+        applied = self._applied(batch, device, g)
+        w = sample_control_weights(n, n_bands, generator=g,
                                    device=torch.device(device)).expand(batch, n_bands)
-        return {"applied": applied, "alpha_r": w, "seed": draw_seed(torch.device(device), self.generator)}
+        return {"applied": applied, "alpha_r": w, "seed": draw_seed(torch.device(device), g)}
 
     def apply_params(self, x, params):
         bands = resolve_nfd_bands(self.bands, *x.shape[-2:])
-        out = F.nfd(x, params["alpha_r"], sigma=self.sigma, nfd_bands=bands, seed=params["seed"],
-                    backend=self.backend, check_values=False)
+        out = FF.nfd(x, params["alpha_r"], sigma=self.sigma, nfd_bands=bands, seed=params["seed"],
+                     backend=self.backend, check_values=False)
         return torch.where(params["applied"][:, None, None, None], out, x)
 
 
-class SpectralAugment(nn.Module):
+class SpectralAugment(_Sampled):
     """Power suppression then NFD (Section 4.2) in ONE call of the fused op.
 
     Samples where NFD is not applied (``0 < nfd_p < 1``) need a second,
@@ -179,36 +327,36 @@ class SpectralAugment(nn.Module):
     def __init__(self, ps_p: float = 1 / 3, bands: Sequence[str] = ("L", "M", "H"),
                  alpha: tuple[float, float] = (0.0, 1.0), radius_scale: float = 1.0,
                  sigma: float = 1.0, nfd_p: float = 1.0, nfd_bands="paper", *,
-                 same_on_batch: bool = False, generator=None, backend: str = "auto"):
-        super().__init__()
+                 same_on_batch: bool = False, generator=None, backend: str = "auto", clamp=False):
+        super().__init__(generator, backend, clamp)
+        # the halves draw from this module's stream (one per worker), not their own
         self.ps = PowerSuppression(ps_p, bands, alpha, radius_scale, same_on_batch=same_on_batch,
-                                   generator=generator, backend=backend)
-        self.nfd = NFD(sigma, nfd_p, nfd_bands, same_on_batch=same_on_batch, generator=generator,
-                       backend=backend)
-        self.backend = backend
+                                   backend=backend)
+        self.nfd = NFD(sigma, nfd_p, nfd_bands, same_on_batch=same_on_batch, backend=backend)
 
-    def sample_params(self, batch: int, device="cpu", size: tuple[int, int] = (40, 40)) -> dict:
-        return {"ps": self.ps.sample_params(batch, device),
-                "nfd": self.nfd.sample_params(batch, device, size)}
+    def extra_repr(self) -> str:
+        return self._settings()
 
-    def forward(self, x, params=None):
-        x4, single = _batched(x)
-        if params is None:
-            params = self.sample_params(x4.shape[0], x4.device, tuple(x4.shape[-2:]))
+    def sample_params(self, batch: int, device="cpu", size: tuple[int, int] = (40, 40),
+                      generator=None) -> dict:
+        g = self.ps._gen(generator) if generator is not None else self.stream()
+        return {"ps": self.ps.sample_params(batch, device, generator=g),
+                "nfd": self.nfd.sample_params(batch, device, size, generator=g)}
+
+    def apply_params(self, x4, params):
         ps, nf = params["ps"], params["nfd"]
         use_ps = self.ps.p > 0
         use_nfd = self.nfd.p > 0 and self.nfd.sigma > 0
         if not use_nfd:
-            out = self.ps.apply_params(x4, ps)
-        elif not use_ps:
-            out = self.nfd.apply_params(x4, nf)
-        else:
-            bands = resolve_nfd_bands(self.nfd.bands, *x4.shape[-2:])
-            # alpha is 0 where suppression is not applied: the gain is then exactly 1
-            out = F.spectral_augment(x4, ps["band"], ps["alpha"], nf["alpha_r"], sigma=self.nfd.sigma,
-                                     radius_scale=self.ps.radius_scale, nfd_bands=bands,
-                                     seed=nf["seed"], backend=self.backend, check_values=False)
-            if self.nfd.p < 1:
-                ps_only = self.ps.apply_params(x4, ps)
-                out = torch.where(nf["applied"][:, None, None, None], out, ps_only)
-        return (out[0] if single else out), params
+            return self.ps.apply_params(x4, ps)
+        if not use_ps:
+            return self.nfd.apply_params(x4, nf)
+        bands = resolve_nfd_bands(self.nfd.bands, *x4.shape[-2:])
+        # alpha is 0 where suppression is not applied: the gain is then exactly 1
+        out = FF.spectral_augment(x4, ps["band"], ps["alpha"], nf["alpha_r"], sigma=self.nfd.sigma,
+                                  radius_scale=self.ps.radius_scale, nfd_bands=bands,
+                                  seed=nf["seed"], backend=self.backend, check_values=False)
+        if self.nfd.p < 1:
+            ps_only = self.ps.apply_params(x4, ps)
+            out = torch.where(nf["applied"][:, None, None, None], out, ps_only)
+        return out

@@ -39,7 +39,8 @@ def test_control_weights_rule():
 def test_p_extremes(p):
     x = torch.rand(6, 3, 16, 16)
     ps = PowerSuppression(p=p, alpha=(1.0, 1.0), generator=gen())
-    out, params = ps(x)
+    out = ps(x)
+    params = ps.last_params
     if p == 0:
         assert torch.equal(out, x) and not params["applied"].any()
     else:
@@ -49,7 +50,8 @@ def test_p_extremes(p):
 def test_applied_samples_match_functional():
     x = torch.rand(8, 3, 16, 16, dtype=torch.float64)
     ps = PowerSuppression(p=0.5, generator=gen(3))
-    out, params = ps(x)
+    out = ps(x)
+    params = ps.last_params
     want = ref.power_suppress(x.numpy(), params["band"].numpy(), params["alpha"].numpy())
     assert np.allclose(out.numpy(), want, atol=1e-10)
     assert torch.equal(out[~params["applied"]], x[~params["applied"]])
@@ -74,18 +76,21 @@ def test_same_on_batch():
 def test_replay_and_determinism(module):
     x = torch.rand(5, 3, 20, 20)
     m = module()
-    out, params = m(x)
-    again, _ = m(x, params=params)
+    out = m(x)
+    params = m.last_params
+    again = m(x, params=params)
     assert torch.equal(out, again)
-    out2, _ = module()(x)  # fresh module, same generator seed
+    out2 = module()(x)  # fresh module, same generator seed
     assert torch.equal(out, out2)
-    out3, _ = m(x)  # next draw differs
+    out3 = m(x)  # next draw differs
     assert not torch.equal(out, out3)
 
 
 def test_single_image_input():
     x = torch.rand(3, 16, 16)
-    out, params = SpectralAugment(ps_p=1.0, generator=gen())(x)
+    m = SpectralAugment(ps_p=1.0, generator=gen())
+    out = m(x)
+    params = m.last_params
     assert out.shape == x.shape
     assert params["ps"]["band"].shape == (1,)
 
@@ -93,7 +98,8 @@ def test_single_image_input():
 def test_spectral_augment_is_ps_then_nfd():
     x = torch.rand(4, 3, 16, 16, dtype=torch.float64)
     m = SpectralAugment(ps_p=1.0, sigma=2.0, generator=gen(5), backend="torch")
-    out, params = m(x)
+    out = m(x)
+    params = m.last_params
     seed = params["nfd"]["seed"]
     from fastfreq.philox import philox_normal
     noise = philox_normal(seed, (4, 3, 16, 9)).double().numpy()
@@ -109,7 +115,7 @@ def test_nfd_replay_is_the_same_on_every_backend():
     outs = []
     for backend in ("torch", "cpp") if fastfreq.backends.ext.available() else ("torch",):
         nf.backend = backend
-        outs.append(nf(x, params=params)[0])
+        outs.append(nf(x, params=params))
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0], rtol=0, atol=1e-5)
 
@@ -118,7 +124,7 @@ def test_equal_coverage_bands_are_used():
     nf = NFD(bands="equal-coverage", generator=gen())
     p = nf.sample_params(2, size=(32, 32))
     assert p["alpha_r"].shape == (2, 5)
-    out, _ = nf(torch.rand(2, 3, 32, 32), params=p)
+    out = nf(torch.rand(2, 3, 32, 32), params=p)
     assert out.shape == (2, 3, 32, 32)
 
 
@@ -131,7 +137,7 @@ def test_dataloader_worker_style_use():
             return 6
 
         def __getitem__(self, i):
-            return aug(torch.rand(3, 12, 12))[0]
+            return aug(torch.rand(3, 12, 12))
 
     batch = next(iter(torch.utils.data.DataLoader(DS(), batch_size=6)))
     assert batch.shape == (6, 3, 12, 12) and torch.isfinite(batch).all()
@@ -165,7 +171,7 @@ def test_gpu_batch_without_host_sync():
     aug = SpectralAugment(generator=torch.Generator(device="cuda").manual_seed(0))
     torch.cuda.set_sync_debug_mode("error")
     try:
-        out, params = aug(x)
+        out = aug(x)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.shape == x.shape and out.device.type == "cuda"
@@ -187,8 +193,8 @@ class _AugmentedImages(torch.utils.data.Dataset):
             info = torch.utils.data.get_worker_info()
             wid = info.id if info is not None else 0
             self.aug = SpectralAugment(ps_p=0.7, generator=gen(100 + wid), backend="cpp")
-        out, params = self.aug(self.images[i][None])
-        return out[0], params, torch.get_num_threads()
+        out = self.aug(self.images[i][None])
+        return out[0], self.aug.last_params, torch.get_num_threads()
 
 
 @pytest.mark.skipif(not fastfreq.backends.ext.available(), reason="fastfreq._C not built")
@@ -202,11 +208,11 @@ def test_dataloader_workers_with_the_cpp_backend_replay():
     seen, threads_before = 0, torch.get_num_threads()
     for i, (out, params, threads) in enumerate(loader):
         assert threads == 1
-        again, _ = replay(ds.images[i][None], params=params)
+        again = replay(ds.images[i][None], params=params)
         torch.testing.assert_close(again[0], out, rtol=0, atol=1e-6)
         torch.set_num_threads(1)
         try:
-            again, _ = replay(ds.images[i][None], params=params)
+            again = replay(ds.images[i][None], params=params)
         finally:
             torch.set_num_threads(threads_before)
         assert torch.equal(again[0], out)

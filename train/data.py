@@ -210,7 +210,9 @@ class DeviceLoader:
     ``SpectralAugment``: power suppression, then NFD) -> random crop back to
     the original size -> horizontal flip -> normalise; all per sample, no host
     round trips. Iteration yields ``(x, y, params)`` where ``params`` are the
-    augmentation's (for the APS labels; ``None`` without augmentation).
+    augmentation's (for the APS labels; ``None`` without augmentation). The
+    augmentation draws from the loader's seeded per-epoch generator unless it
+    has a generator of its own (which is then left alone).
     ``rank``/``world_size`` shard each epoch's permutation (equal shard sizes).
     """
 
@@ -263,8 +265,6 @@ class DeviceLoader:
     def __iter__(self):
         idx = self._indices()
         g = self._generator() if self.train else None
-        if self.augment is not None and self.train:
-            self.augment_generator(g)
         for i in range(len(self)):
             sel = idx[i * self.batch_size:(i + 1) * self.batch_size]
             x = self.images[sel].float() / 255
@@ -273,11 +273,16 @@ class DeviceLoader:
                 x, params = self._train_transform(x, g)
             yield (x - self.mean) / self.std, self.labels[sel], params
 
-    def augment_generator(self, g):
-        """Point the augmentation's sampling at this loader's per-epoch generator."""
-        for m in self.augment.modules():
-            if hasattr(m, "generator"):
-                m.generator = g
+    def _augment(self, x, g):
+        """(augmented x, its params). A fastfreq module without a generator of
+        its own draws from this loader's per-epoch generator (reproducible
+        runs); one with its own generator, or any other transform, is called
+        as it is (its ``last_params``, if any, are returned)."""
+        aug = self.augment
+        if hasattr(aug, "sample_params") and getattr(aug, "generator", None) is None:
+            params = aug.sample_params(x.shape[0], x.device, tuple(x.shape[-2:]), generator=g)
+            return aug(x, params=params), params
+        return aug(x), getattr(aug, "last_params", None)
 
     def _train_transform(self, x, g):
         B, C, H, W = x.shape
@@ -286,7 +291,7 @@ class DeviceLoader:
             x = torch.nn.functional.pad(x, (p, p, p, p))
         params = None
         if self.augment is not None:
-            x, params = self.augment(x)
+            x, params = self._augment(x, g)
         if p:
             off = torch.randint(0, 2 * p + 1, (B, 2), generator=g, device=self.device)
             rows = off[:, 0:1] + torch.arange(H, device=self.device)

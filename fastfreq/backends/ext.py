@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from . import _autograd
+
 BUILD_HINT = ("build it with `pip install --no-build-isolation -e .` from the fastfreq "
               "checkout (set CUDA_HOME for the CUDA part), or use backend='torch'")
 
@@ -43,6 +45,12 @@ if _C is not None:
     @torch.library.register_fake("fastfreq::philox_normal")
     def _philox_normal_fake(seed, shape):
         return torch.empty(shape, dtype=torch.float32, device=seed.device)
+
+    def _suppress_grad(grad, band, alpha, ctx):
+        return torch.ops.fastfreq.spectral_augment(grad, band, alpha, None, None, None,
+                                                   ctx.nfd_edges, ctx.sigma, ctx.radius_scale)
+
+    _autograd.register("fastfreq::spectral_augment", _suppress_grad)
 
 
 def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,

@@ -27,6 +27,7 @@ import torch
 from .. import masks
 from ..constants import DIR_EPS_REL, MAX_NFD_BANDS
 from ..philox import groups_per_row
+from . import _autograd
 
 try:
     import triton
@@ -416,6 +417,12 @@ if triton is not None:
           precision=DEFAULT_PRECISION):
         torch._check(x.dim() == 4, lambda: f"x must have 4 dims, got {x.dim()}")
         return torch.empty_like(x)
+
+    def _suppress_grad(grad, band, alpha, ctx):
+        return _op(grad, band, alpha, None, None, None, ctx.nfd_edges, ctx.sigma,
+                   ctx.radius_scale, *ctx.extra)
+
+    _autograd.register("fastfreq::spectral_augment_triton", _suppress_grad, n_extra=1)
 
 
 def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,

@@ -1,0 +1,244 @@
+"""The modules in other people's pipelines: torchvision / kornia composition,
+input structures, repr, clamp, autograd on every backend, deepcopy of the
+attention modules, per-worker random streams, the README example."""
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from .conftest import HAS_CUDA, backend_params
+from fastfreq import functional as FF
+from fastfreq.aps import AuxLabels, ExtendedChannelAttention, aux_loss
+from fastfreq.transforms import NFD, PowerSuppression, SpectralAugment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _modules():
+    return [PowerSuppression(p=0.5, generator=gen(1)), NFD(generator=gen(2)),
+            SpectralAugment(ps_p=0.5, generator=gen(3))]
+
+
+# ------------------------------------------------------------------ composition
+def test_torchvision_compose_and_sequential_return_tensors():
+    T = pytest.importorskip("torchvision.transforms")
+    x = torch.rand(3, 16, 16)
+    for pipe in (T.Compose([T.RandomHorizontalFlip(), PowerSuppression(p=0.5), NFD()]),
+                 nn.Sequential(PowerSuppression(p=0.5), NFD(), SpectralAugment())):
+        out = pipe(x)
+        assert type(out) is torch.Tensor and out.shape == x.shape
+
+
+def test_kornia_sequential():
+    K = pytest.importorskip("kornia.augmentation")
+    x = torch.rand(4, 3, 16, 16)
+    out = nn.Sequential(K.RandomHorizontalFlip(p=1.0), PowerSuppression(p=1.0, alpha=(1, 1)))(x)
+    assert type(out) is torch.Tensor and out.shape == x.shape
+    assert not torch.allclose(out, x.flip(-1), atol=1e-3)
+
+
+@pytest.mark.parametrize("m", _modules(), ids=lambda m: type(m).__name__)
+def test_structures_come_back_as_given(m):
+    img = torch.rand(3, 12, 12)
+    out, label = m((img, 7))
+    assert label == 7 and out.shape == img.shape
+    out_l = m([img, torch.tensor(2)])
+    assert isinstance(out_l, list) and out_l[1].item() == 2
+    d = m({"image": img, "label": torch.tensor(5), "name": "a"})
+    assert d["name"] == "a" and d["label"].item() == 5 and d["image"].shape == img.shape
+    # the kept parameters replay the tensor inside a structure exactly
+    again = m(img, params=m.last_params)
+    assert torch.equal(again, d["image"])
+
+
+def test_dataloader_collates_a_transform_last_into_a_tensor():
+    aug = SpectralAugment(ps_p=0.5)
+
+    class DS(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return aug((torch.rand(3, 8, 8), i))
+
+    x, y = next(iter(torch.utils.data.DataLoader(DS(), batch_size=4)))
+    assert type(x) is torch.Tensor and x.shape == (4, 3, 8, 8) and y.tolist() == [0, 1, 2, 3]
+
+
+def test_uint8_and_tv_tensor_images():
+    tv_tensors = pytest.importorskip("torchvision.tv_tensors")
+    u8 = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=gen())
+    m = PowerSuppression(p=1.0, generator=gen(4))
+    out = m(u8)
+    assert out.dtype == torch.uint8 and out.shape == u8.shape
+    want = m(u8.float() / 255, params=m.last_params).mul(255).round().clamp(0, 255).to(torch.uint8)
+    assert torch.equal(out, want)
+    img = tv_tensors.Image(u8[0])
+    out, label = m(img, 3)
+    assert isinstance(out, tv_tensors.Image) and out.dtype == torch.uint8 and label == 3
+    with pytest.raises(TypeError, match="x: expected floating-point or uint8"):
+        m(torch.zeros(1, 3, 8, 8, dtype=torch.int32))
+
+
+def test_torchvision_v2_adapter():
+    pytest.importorskip("torchvision")
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    from fastfreq.tv import V2
+
+    img = tv_tensors.Image(torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8, generator=gen()))
+    mask = tv_tensors.Mask(torch.zeros(20, 20, dtype=torch.uint8))
+    ps = PowerSuppression(p=1.0, alpha=(1, 1), generator=gen(5))
+    pipe = v2.Compose([v2.RandomHorizontalFlip(p=0.0), V2(ps), V2(NFD(generator=gen(6)))])
+    out, out_mask, label = pipe(img, mask, 4)
+    assert isinstance(out, tv_tensors.Image) and out.dtype == torch.uint8
+    assert out_mask is mask and label == 4
+    assert not torch.equal(out, img)
+    with pytest.raises(TypeError, match="module: expected a fastfreq augmentation"):
+        V2(nn.Identity())
+
+
+def test_repr_names_every_setting():
+    r = repr(PowerSuppression(p=0.2, alpha=(0.1, 0.9), bands=("L", "H"), radius_scale=2.0))
+    for part in ("p=0.2", "alpha=(0.1, 0.9)", "bands=('L', 'H')", "radius_scale=2.0",
+                 "same_on_batch=False", "backend='auto'", "clamp=False"):
+        assert part in r, r
+    r = repr(NFD(sigma=0.5, p=0.3, bands="equal-coverage", clamp=True))
+    for part in ("sigma=0.5", "p=0.3", "bands='equal-coverage'", "clamp=(0.0, 1.0)"):
+        assert part in r, r
+
+
+def test_clamp():
+    x = torch.rand(4, 3, 16, 16)
+    loose = NFD(sigma=4.0, generator=gen(7))(x)
+    assert loose.min() < 0 or loose.max() > 1
+    tight = NFD(sigma=4.0, generator=gen(7), clamp=True)(x)
+    assert torch.equal(tight, loose.clamp(0, 1))
+    assert NFD(sigma=4.0, generator=gen(7), clamp=(0.2, 0.8))(x).min() >= 0.2
+    with pytest.raises(ValueError, match="clamp: expected lo < hi"):
+        NFD(clamp=(1, 0))
+
+
+# ------------------------------------------------------------------ autograd
+_GRAD_CASES = {
+    "ps": lambda B: dict(band=torch.tensor([0, 2])[:B], alpha=torch.tensor([0.3, 0.8])[:B]),
+    "nfd": lambda B: dict(alpha_r=torch.rand(B, 5, generator=gen(8)), seed=11, sigma=0.7),
+    "both": lambda B: dict(band=torch.tensor([1, 2])[:B], alpha=torch.tensor([0.6, 0.2])[:B],
+                           alpha_r=torch.rand(B, 5, generator=gen(9)), seed=12, sigma=1.3),
+}
+
+
+def _on(kw, device, dtype):
+    return {k: (v.to(device, dtype) if isinstance(v, torch.Tensor) and v.is_floating_point()
+                else v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+
+
+@pytest.mark.parametrize("case", list(_GRAD_CASES))
+@pytest.mark.parametrize("bd", backend_params())
+def test_gradient_matches_the_eager_backend(bd, case):
+    """Every backend: the same vector-Jacobian product as eager torch; float64
+    backends also pass gradcheck (finite differences)."""
+    backend, device = bd
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    kw = _on(_GRAD_CASES[case](2), device, dtype)
+    x = torch.rand(2, 3, 6, 5, dtype=dtype, device=device, generator=None).requires_grad_(True)
+    g = torch.randn(2, 3, 6, 5, dtype=dtype, device=device)
+    extra = {"precision": "ieee"} if backend == "triton" else {}
+    out = FF.spectral_augment(x, backend=backend, **kw, **extra)
+    (got,) = torch.autograd.grad(out, x, g)
+    (want,) = torch.autograd.grad(FF.spectral_augment(x, backend="torch", **kw), x, g)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 if dtype == torch.float32 else 1e-12)
+    assert got.abs().sum() > 0
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(lambda t: FF.spectral_augment(t, backend=backend, **kw),
+                                        (x,), eps=1e-6, atol=1e-6)
+
+
+def test_module_backward_on_the_default_backend():
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    SpectralAugment(ps_p=1.0, generator=gen(10))(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.skipif(not FF.ext.available(), reason="fastfreq._C not built")
+@pytest.mark.parametrize("case", list(_GRAD_CASES))
+def test_opcheck_with_autograd(case):
+    kw = _on(_GRAD_CASES[case](2), "cpu", torch.float64)
+    x = torch.rand(2, 3, 6, 5, dtype=torch.float64, requires_grad=True)
+    seed = torch.tensor([kw["seed"]]) if "seed" in kw else None
+    edges = [float(v) for pair in FF.PAPER_BANDS for v in pair]
+    args = (x, kw.get("band"), kw.get("alpha"), kw.get("alpha_r"), None, seed, edges,
+            float(kw.get("sigma", 1.0)), 1.0)
+    torch.library.opcheck(torch.ops.fastfreq.spectral_augment.default, args)
+    from fastfreq.backends import triton_kernel
+    if triton_kernel.available() and (HAS_CUDA or triton_kernel.interpreted()):
+        args32 = tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                       for a in args)
+        args32[0].requires_grad_(True)
+        torch.library.opcheck(torch.ops.fastfreq.spectral_augment_triton.default,
+                              args32 + ("ieee",))
+
+
+# ------------------------------------------------------------------ attention modules
+def test_attention_deepcopy_and_averaged_model_after_a_step():
+    att = ExtendedChannelAttention(8, hidden=16)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), att, nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 2))
+    labels = AuxLabels("learnable")
+    x = torch.rand(4, 3, 8, 8)
+    loss = model(x).sum() + aux_loss(att.open_ratio, labels(torch.tensor([0, 1, 2, 0]),
+                                                            torch.rand(4)), torch.ones(4))
+    loss.backward()
+    twin = copy.deepcopy(model)
+    avg = torch.optim.swa_utils.AveragedModel(model)
+    avg.update_parameters(model)
+    assert twin[1].mask is None and att.mask is not None  # the original keeps its last mask
+    assert torch.equal(twin(x), model(x))
+
+
+# ------------------------------------------------------------------ DataLoader workers
+class _SameImage(torch.utils.data.Dataset):
+    def __init__(self, aug):
+        self.aug, self.img = aug, torch.rand(3, 8, 8, generator=gen(1))
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return self.aug(self.img), torch.utils.data.get_worker_info().id
+
+
+def _worker_draws(seed):
+    ds = _SameImage(SpectralAugment(ps_p=1.0, generator=gen(42)))
+    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2,
+                                     generator=torch.Generator().manual_seed(seed))
+    return [(x, wid) for x, wid in dl]
+
+
+def test_workers_draw_distinct_reproducible_streams():
+    a = _worker_draws(0)
+    by_worker = {wid: x for x, wid in a}
+    assert set(by_worker) == {0, 1}
+    assert not torch.equal(by_worker[0], by_worker[1])      # not the same draw in each worker
+    b = _worker_draws(0)
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, b))   # seeded loader: reproducible
+    c = _worker_draws(1)
+    assert not all(torch.equal(x, y) for (x, _), (y, _) in zip(a, c))  # another epoch / seed
+
+
+# ------------------------------------------------------------------ README
+def test_readme_training_example_runs():
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Using it in a training loop", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert torch.isfinite(scope["loss"])
