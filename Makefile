@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fastfreq-installed
-SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu)
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu)
 
 # The CUDA part of the extension compiles where nvcc exists (no GPU needed).
 export CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
@@ -19,8 +19,8 @@ setup: $(STAMP)
 $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch>=2.4" numpy tqdm matplotlib pytest pytest-benchmark ninja setuptools wheel
-	$(PY) -m pip install -q --no-build-isolation -e .
+	$(PY) -m pip install -q "torch>=2.4" numpy tqdm matplotlib pillow ninja "setuptools>=64" wheel
+	$(PY) -m pip install -q --no-build-isolation -e ".[dev]"
 	touch $(STAMP)
 
 # equivalence + throughput tables and figures, then a short APS+NFD training on

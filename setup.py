@@ -2,10 +2,11 @@
 
 Install against the PyTorch that is already installed:
 
-    pip install --no-build-isolation -e .
+    pip install --no-build-isolation -e .      # or . for a regular install
 
-The CPU part is always built. The CUDA part is built when nvcc and a CUDA
-build of PyTorch are present (no GPU is needed at build time); set
+The CPU part is always built. The CUDA part is built when nvcc, the CUDA
+runtime library and a CUDA build of PyTorch are present (no GPU is needed at
+build time); set
 ``FASTFREQ_CUDA=0`` or ``1`` to force either way, and ``FASTFREQ_EXT=0`` to
 skip the extension altogether (the package then falls back to its pure
 PyTorch backend).
@@ -13,21 +14,36 @@ PyTorch backend).
 import os
 import shutil
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 # Small default: Hopper only. Set TORCH_CUDA_ARCH_LIST to build for others.
 DEFAULT_ARCH_LIST = "9.0"
 
 
+def _cudart_found(cuda_home) -> bool:
+    """The CUDA runtime library that CUDAExtension links (-lcudart)."""
+    if not cuda_home:
+        return False
+    return any(os.path.exists(os.path.join(cuda_home, lib, "libcudart.so"))
+               for lib in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib")))
+
+
 def _want_cuda(torch_cuda_version):
+    """CUDA part: forced by FASTFREQ_CUDA=0/1, else built when torch is a CUDA
+    build AND nvcc AND the CUDA runtime library are found."""
     flag = os.environ.get("FASTFREQ_CUDA", "").strip()
     if flag in ("0", "1"):
         return flag == "1"
     from torch.utils.cpp_extension import CUDA_HOME
 
     nvcc = shutil.which("nvcc") or (CUDA_HOME and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")))
-    return bool(torch_cuda_version and nvcc)
+    if not (torch_cuda_version and nvcc):
+        return False
+    if not _cudart_found(CUDA_HOME):
+        print(f"fastfreq build: nvcc found but no libcudart.so under CUDA_HOME={CUDA_HOME!r}; "
+              "building the CPU part only (set CUDA_HOME, or FASTFREQ_CUDA=1 to force)")
+        return False
+    return True
 
 
 def _openmp_flags():
@@ -95,16 +111,5 @@ def _extensions():
 
 ext_modules, cmdclass = _extensions()
 
-setup(
-    name="fastfreq",
-    version="0.1.0",
-    description="Frequency-domain augmentation (power suppression, NFD) and "
-                "frequency analysis of CNNs, with fused CPU/CUDA/Triton kernels",
-    packages=find_packages(include=["fastfreq", "fastfreq.*", "train", "train.*",
-                                    "bench", "bench.*"]),
-    python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy", "tqdm", "matplotlib"],
-    extras_require={"test": ["pytest", "pytest-benchmark"], "triton": ["triton"]},
-    ext_modules=ext_modules,
-    cmdclass=cmdclass,
-)
+# Metadata, dependencies, packages and entry points: pyproject.toml.
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

@@ -52,13 +52,10 @@ def format_table(rows, device: str) -> str:
 
 
 def plot(rows, path: str, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from fastfreq.figures import save, subplots
 
     keys = sorted({(r["op"], r["size"], r["dtype"]) for r in rows})
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    fig, axes = subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, (op, size, dtype) in zip(axes[0], keys):
         for backend in sorted({r["backend"] for r in rows}):
             pts = sorted((r["batch"], r["images_per_s"]) for r in rows
@@ -73,8 +70,7 @@ def plot(rows, path: str, title: str):
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, path)
 
 
 def throughput(a) -> dict:

@@ -14,23 +14,24 @@ def _to_hwc(img: torch.Tensor) -> np.ndarray:
     return img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
-def _save(fig, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
+def subplots(rows: int, cols: int, figsize, **kw):
+    """``(figure, axes)`` without pyplot: no GUI backend is chosen or switched
+    (a notebook user's matplotlib backend is left alone)."""
+    from matplotlib.figure import Figure
 
-    plt.close(fig)
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, cols, **kw)
+
+
+def save(fig, path: str, dpi: int = 110) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
 
 
 def power_suppression_grid(image: torch.Tensor, path: str, alphas=(0.0, 0.25, 0.5, 0.75, 1.0),
                            radius_scale: float = 1.0, backend: str = "auto") -> str:
     """Fig. 3: rows M_L, M_M, M_H; columns suppression ratio alpha. Writes a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not isinstance(image, torch.Tensor) or image.dim() != 3:
         raise ValueError(f"image: expected a (C, H, W) tensor, got "
                          f"{getattr(image, 'shape', type(image).__name__)}")
@@ -39,7 +40,7 @@ def power_suppression_grid(image: torch.Tensor, path: str, alphas=(0.0, 0.25, 0.
     band = torch.arange(3).repeat_interleave(n)
     alpha = torch.tensor(alphas, dtype=torch.float32).repeat(3)
     out = F.power_suppress(batch, band, alpha, radius_scale=radius_scale, backend=backend)
-    fig, axes = plt.subplots(3, n + 1, figsize=(1.6 * (n + 1), 5))
+    fig, axes = subplots(3, n + 1, figsize=(1.6 * (n + 1), 5))
     for row, name in enumerate("LMH"):
         axes[row, 0].imshow(_to_hwc(image))
         axes[row, 0].set_ylabel(f"M_{name}")
@@ -51,18 +52,13 @@ def power_suppression_grid(image: torch.Tensor, path: str, alphas=(0.0, 0.25, 0.
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def nfd_grid(image: torch.Tensor, path: str, sigma: float = 3.0, n_random: int = 5,
              nfd_bands=PAPER_BANDS, seed: int = 0, backend: str = "auto") -> str:
     """Fig. 4: top row noise in one band at a time (M = all bands but band i),
     bottom row random control weights. Writes a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from .transforms import sample_control_weights
 
     n = len(nfd_bands)
@@ -73,7 +69,7 @@ def nfd_grid(image: torch.Tensor, path: str, sigma: float = 3.0, n_random: int =
     batch = image.unsqueeze(0).expand(len(weights), -1, -1, -1).contiguous()
     out = F.nfd(batch, weights, sigma=sigma, nfd_bands=nfd_bands, generator=g, backend=backend)
     cols = max(n, n_random)
-    fig, axes = plt.subplots(2, cols + 1, figsize=(1.6 * (cols + 1), 3.6))
+    fig, axes = subplots(2, cols + 1, figsize=(1.6 * (cols + 1), 3.6))
     for row in range(2):
         axes[row, 0].imshow(_to_hwc(image))
         for j in range(cols):
@@ -89,4 +85,4 @@ def nfd_grid(image: torch.Tensor, path: str, sigma: float = 3.0, n_random: int =
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save(fig, path)
+    return save(fig, path)

@@ -121,43 +121,66 @@ def band_shares(hist: torch.Tensor, *, centred: bool = True, radius_scale: float
             "H": float(h[r >= hi].sum() / total)}
 
 
+def _extent(H: int, W: int):
+    """imshow extent of a centred (H, W) spectrum: frequency indices on the axes."""
+    return [-(W // 2) - 0.5, (W - 1) // 2 + 0.5, (H - 1) // 2 + 0.5, -(H // 2) - 0.5]
+
+
+def draw_histogram(fig, ax, hist: torch.Tensor, title: str = "", radius_scale: float = 1.0):
+    """The centred histogram on ``ax`` with a colourbar (votes) and the L/M/H
+    region borders (dashed circles at ``REGION_EDGES`` times radius_scale),
+    labelled with the band shares."""
+    from matplotlib.patches import Circle
+
+    H, W = hist.shape
+    im = ax.imshow(hist.cpu().numpy(), cmap="inferno", extent=_extent(H, W))
+    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cb.ax.set_title("votes", fontsize=6)
+    cb.ax.tick_params(labelsize=6)
+    for r in REGION_EDGES:
+        ax.add_patch(Circle((0, 0), r * radius_scale, fill=False, ls="--", lw=0.8, color="cyan"))
+    s = band_shares(hist, radius_scale=radius_scale)
+    ax.set_title((title + "\n" if title else "") + f"L {s['L']:.2f} | M {s['M']:.2f} | H {s['H']:.2f}",
+                 fontsize=8)
+    ax.set_xlabel("kx", fontsize=7)
+    ax.set_ylabel("ky", fontsize=7)
+    ax.tick_params(labelsize=6)
+    return im
+
+
 def plot_histogram(hist: torch.Tensor, path: str, title: str = "", resp: torch.Tensor | None = None,
                    max_channels: int = 16) -> str:
-    """Heat map of the centred histogram (optionally with the first
-    ``max_channels`` normalised per-channel maps, averaged over input channels). PNG."""
-    import os
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Heat map of the centred histogram with a colourbar and the L/M/H borders
+    (optionally with the first ``max_channels`` normalised per-channel maps,
+    averaged over input channels; a channel whose response does not vary with
+    the frequency, e.g. a dead ReLU channel, is marked "flat"). PNG."""
+    from .figures import save, subplots
 
     n = 0 if resp is None else min(max_channels, resp.shape[0])
     cols = 1 + (min(n, 8) if n else 0)
     rows = 1 if n <= 8 else 2
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(2.4 * cols + 0.6, 2.4 * rows), squeeze=False)
     H, W = hist.shape
-    ext = [-(W // 2) - 0.5, (W - 1) // 2 + 0.5, (H - 1) // 2 + 0.5, -(H // 2) - 0.5]
-    axes[0, 0].imshow(hist.cpu().numpy(), cmap="inferno", extent=ext)
-    axes[0, 0].set_title(title or "response histogram", fontsize=8)
-    axes[0, 0].set_xlabel("kx", fontsize=7)
-    axes[0, 0].set_ylabel("ky", fontsize=7)
+    draw_histogram(fig, axes[0, 0], hist, title or "response histogram")
     if n:
         maps = torch.fft.fftshift(normalise_responses(resp).mean(dim=1), dim=(-2, -1))
+        spread = resp[:n].flatten(1).std(dim=1)
         for k in range(n):
             ax = axes[k // 8, 1 + k % 8]
-            ax.imshow(maps[k].cpu().numpy(), cmap="gray", vmin=0, vmax=1, extent=ext)
-            ax.set_title(f"channel {k}", fontsize=7)
+            ax.imshow(maps[k].cpu().numpy(), cmap="gray", vmin=0, vmax=1, extent=_extent(H, W))
+            flat = bool(spread[k] <= 1e-7 * resp[:n].abs().max().clamp_min(1e-30))
+            ax.set_title(f"channel {k}" + (" (flat)" if flat else ""), fontsize=7)
     for ax in axes.ravel()[1:]:
         ax.set_xticks([])
         ax.set_yticks([])
     for ax in axes.ravel():
         if not ax.images:
             ax.axis("off")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    if n:
+        fig.text(0.5, -0.02, "channel maps: response per frequency scaled to [0, 1] (white = "
+                 "strongest); flat = the channel's output does not depend on the probe "
+                 "(e.g. a ReLU that never fires), drawn black", ha="center", fontsize=6)
+    return save(fig, path)
 
 
 def analyse(first_block, C: int, H: int, W: int, path: str | None = None, *, t: float = 4 * math.sqrt(2),
@@ -172,4 +195,4 @@ def analyse(first_block, C: int, H: int, W: int, path: str | None = None, *, t: 
 
 
 __all__ = ["channel_pdms", "frequency_response", "normalise_responses", "response_histogram",
-           "band_shares", "plot_histogram", "analyse", "REGION_EDGES"]
+           "band_shares", "draw_histogram", "plot_histogram", "analyse", "REGION_EDGES"]

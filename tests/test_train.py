@@ -197,6 +197,17 @@ def test_table_aggregation(tmp_path):
         aggregate(load_runs(root), "t3-nat")
 
 
+def test_table_without_baseline_and_single_seed(tmp_path):
+    """`train table` once required --baseline even for one preset and printed
+    '+- 0.00' for a single seed."""
+    fake_run(str(tmp_path), "only", 0, 90.0, [80, 70, 60, 50, 40])
+    out = subprocess.run([sys.executable, "-m", "train", "table", "--runs", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "| only | 1 | (90.00) |" in out.stdout and "+- 0.00" not in out.stdout
+    assert "No baseline" in out.stdout
+
+
 def test_synthetic_data_never_writes_into_a_named_folder(tmp_path):
     """--c-root with synthetic data once wrote the synthetic corrupted set INTO
     that folder (overwriting a real CIFAR-10-C copy). It is refused, and the
@@ -212,3 +223,16 @@ def test_synthetic_data_never_writes_into_a_named_folder(tmp_path):
     cfg = get_preset("demo", epochs=1, n_train=64, n_test=16, device="cpu")
     *_, cset = engine.load_data(cfg, str(tmp_path / "runs" / "data"))
     assert os.path.exists(tmp_path / "runs" / "data" / "synthetic-c-16" / "labels.npy")
+
+
+def test_progress_lines_in_a_log(capfd, monkeypatch):
+    """Without a terminal tqdm printed nothing for 100 s; now a line every
+    FASTFREQ_PROGRESS_S seconds and one at the end."""
+    from fastfreq._progress import progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    bar = progress(range(3), desc="epoch 1/1", unit="batch", interval=0.0)
+    for _ in bar:
+        bar.set_postfix(loss="0.5")
+    err = capfd.readouterr().err
+    assert "epoch 1/1: 1/3 batch" in err and "epoch 1/1: 3/3 batch" in err and "loss=0.5" in err

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 
+from .engine import NaNLossError, run, run_missing
 from .presets import PRESETS, get_preset
 
 
@@ -85,10 +86,21 @@ def main(argv=None) -> int:
     _common(s)
     t = sub.add_parser("table", help="aggregate finished runs into Markdown/CSV + PDM figure")
     t.add_argument("--runs", default="out/runs")
-    t.add_argument("--baseline", required=True, help="preset that the others are relative to")
+    t.add_argument("--baseline", help="preset that the others are relative to (default: none, "
+                   "all values absolute)")
     t.add_argument("--out", help="output prefix (default <runs>/table)")
     a = ap.parse_args(argv)
+    try:
+        return _dispatch(a)
+    except NaNLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except (ValueError, OSError) as exc:  # bad arguments, data files, checkpoints, locks
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
+
+def _dispatch(a) -> int:
     if a.cmd == "list":
         for name, fields in PRESETS.items():
             print(f"{name:24s} " + ", ".join(f"{k}={v}" for k, v in fields.items()))
@@ -100,8 +112,6 @@ def main(argv=None) -> int:
         print(open(md).read())
         print(f"wrote {md} and {csv_path}")
         return 0
-
-    from .engine import NaNLossError, run
 
     if a.download:
         from .data import load_cifar10
@@ -121,20 +131,12 @@ def main(argv=None) -> int:
             for preset in a.presets:
                 for seed in a.seeds:
                     cfg = get_preset(preset, seed=seed, **_overrides(a))
-                    done = os.path.join(a.out, cfg.run_name, "results.json")
-                    if os.path.exists(done) and "clean_acc" in json.load(open(done)):
+                    res, skipped = run_missing(cfg, a.out)
+                    if skipped:
                         print(f"{cfg.run_name}: done, skipped")
                         continue
-                    ckpt = os.path.join(a.out, cfg.run_name, "checkpoint.pt")
-                    res = run(cfg, a.out, resume=os.path.exists(ckpt))
                     print(f"{cfg.run_name}: clean {res['clean_acc']:.2f}%"
                           + (f", robustness {res['rob_all']:.2f}%" if "rob_all" in res else ""))
-    except NaNLossError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     finally:
         if distributed:
             import torch.distributed as dist

@@ -5,8 +5,16 @@ import dataclasses
 from dataclasses import dataclass
 
 from fastfreq import _checks as chk
+from fastfreq.functional import BACKENDS
 
 DATASETS = ("synthetic", "cifar10")
+ATTENTION = (None, "none", "basic", "extended")
+
+
+def _positive_int(v, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    return v
 
 
 @dataclass
@@ -48,13 +56,23 @@ class RunConfig:
                                  "or 'extended')")
             if not self.ps:
                 raise ValueError("labels: the auxiliary labels come from power suppression; set ps=True")
-        for name in ("epochs", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "hidden"):
+            _positive_int(getattr(self, name), name)
+        for name in ("n_train", "n_test"):  # None: the whole split; 0 is not "all"
+            if getattr(self, name) is not None:
+                _positive_int(getattr(self, name), name)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: expected an int >= 0, got {self.seed!r}")
         chk.positive_float(self.lr, "lr")
         chk.nonneg_float(self.lam, "lam")
-        chk.nonneg_float(self.sigma, "sigma")
+        chk.sigma(self.sigma)
         chk.probability(self.ps_p, "ps_p")
+        chk.probability(self.momentum, "momentum")
+        chk.nonneg_float(self.weight_decay, "weight_decay")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"attention: expected one of {ATTENTION}, got {self.attention!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -63,5 +81,6 @@ class RunConfig:
     def run_name(self) -> str:
         return f"{self.preset}-s{self.seed}"
 
-    # fields that must match for a checkpoint to be resumed
-    ARCH_FIELDS = ("model", "attention", "hidden", "labels", "data", "batch_size", "n_train", "seed")
+    # fields a checkpoint must share with the run that resumes it: the model
+    # (architecture), and what decides the data order and the draws
+    RESUME_FIELDS = ("model", "attention", "hidden", "labels", "data", "batch_size", "n_train", "seed")

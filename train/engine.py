@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,12 @@ class APSNet(nn.Module):
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {name!r} requested but no CUDA GPU is available")
     return dev
@@ -70,8 +76,9 @@ def load_data(cfg: RunConfig, data_dir: str = os.path.join("out", "data")):
         if cfg.c_root:
             raise ValueError(f"--c-root {cfg.c_root!r}: the synthetic dataset evaluates on its own "
                              "corrupted set (generated under --out); --c-root needs --data cifar10")
-        xtr, ytr = D.synthetic_dataset(cfg.n_train or 10000, seed=cfg.seed * 7919 + 11)
-        n_test = cfg.n_test or 2000
+        xtr, ytr = D.synthetic_dataset(cfg.n_train if cfg.n_train is not None else 10000,
+                                       seed=cfg.seed * 7919 + 11)
+        n_test = cfg.n_test if cfg.n_test is not None else 2000
         xte, yte = D.synthetic_dataset(n_test, seed=1)
         c_root = os.path.join(data_dir, f"synthetic-c-{n_test}")
         if _dist()[0] == 0:
@@ -88,10 +95,63 @@ def load_data(cfg: RunConfig, data_dir: str = os.path.join("out", "data")):
     return xtr, ytr, xte, yte, D.CIFAR10C(cfg.c_root) if cfg.c_root else None
 
 
-def _atomic_torch_save(obj, path):
+class CheckpointError(ValueError):
+    """No usable checkpoint to resume from."""
+
+
+CKPT_KEYS = ("epoch", "config", "net", "opt", "sched", "history", "rng_cpu")
+
+
+def _read_checkpoint(path: str, map_location) -> dict:
+    """The checkpoint at ``path``; CheckpointError (one line) when it cannot
+    be read or lacks a field."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # truncated zip, garbage pickle, EOF ...
+        raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'})") from None
+    if not isinstance(state, dict) or any(k not in state for k in CKPT_KEYS):
+        raise CheckpointError(f"{path}: not a fastfreq checkpoint (expected the fields "
+                              f"{', '.join(CKPT_KEYS)})")
+    return state
+
+
+def save_checkpoint(state: dict, path: str) -> None:
+    """Write ``path`` so that a good checkpoint always exists: the new one is
+    written to ``path.tmp`` and read back; only then the current one becomes
+    ``path.prev`` and the new one ``path``."""
     tmp = path + ".tmp"
-    torch.save(obj, tmp)
+    torch.save(state, tmp)
+    _read_checkpoint(tmp, "cpu")  # verified before it replaces anything
+    if os.path.exists(path):
+        os.replace(path, path + ".prev")
     os.replace(tmp, path)
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``.lock``, flock: released by the
+    kernel if the process dies), so two runs cannot write one folder."""
+
+    def __init__(self, run_dir: str):
+        import fcntl
+
+        self.path = os.path.join(run_dir, ".lock")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(self.fd)
+            self.fd = None
+            raise ValueError(f"out: run folder {run_dir} is in use by {holder} (lock {self.path}); "
+                             "wait for it to finish or use another --out") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode(), 0)
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
 
 
 def _atomic_json(obj, path):
@@ -123,6 +183,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.run_dir = os.path.join(out_dir, cfg.run_name)
         os.makedirs(self.run_dir, exist_ok=True)
+        self.lock = RunLock(self.run_dir) if self.rank == 0 else None
         self.ckpt_path = os.path.join(self.run_dir, "checkpoint.pt")
         self.log = _logger(self.run_dir, self.rank)
         self.progress = progress and self.rank == 0
@@ -164,14 +225,37 @@ class Trainer:
         state = {"epoch": epoch, "config": self.cfg.to_dict(), "net": self.net.state_dict(),
                  "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
                  "history": self.history, "rng_cpu": torch.get_rng_state()}
-        _atomic_torch_save(state, self.ckpt_path)
+        save_checkpoint(state, self.ckpt_path)
+
+    def _load_for_resume(self) -> dict | None:
+        """The newest readable checkpoint (warning when it had to fall back to
+        the previous one), None when there is none; CheckpointError when
+        every one present is unreadable."""
+        found = [p for p in (self.ckpt_path, self.ckpt_path + ".prev") if os.path.exists(p)]
+        errors = []
+        for path in found:
+            try:
+                state = _read_checkpoint(path, self.device)
+            except CheckpointError as exc:
+                errors.append(str(exc))
+                continue
+            if errors:
+                msg = (f"resume: {errors[0]}; falling back to the previous checkpoint {path} "
+                       f"(epoch {state['epoch'] + 1})")
+                warnings.warn(msg, RuntimeWarning, stacklevel=3)
+                self.log.warning(msg)
+            return state
+        if errors:
+            raise CheckpointError(f"resume: {'; '.join(errors)}; no readable checkpoint left: delete "
+                                  f"{self.run_dir} (or use another --out) to start over")
+        return None
 
     def resume(self) -> bool:
-        if not os.path.exists(self.ckpt_path):
+        state = self._load_for_resume()
+        if state is None:
             return False
-        state = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
         old = state.get("config", {})
-        diff = {k: (old.get(k), getattr(self.cfg, k)) for k in RunConfig.ARCH_FIELDS
+        diff = {k: (old.get(k), getattr(self.cfg, k)) for k in RunConfig.RESUME_FIELDS
                 if old.get(k) != getattr(self.cfg, k)}
         if diff:
             what = ", ".join(f"{k} (checkpoint {a!r}, now {b!r})" for k, (a, b) in diff.items())
@@ -282,13 +366,32 @@ def run(cfg: RunConfig, out_dir: str = "out/runs", resume: bool = False, stop_af
         progress: bool = True) -> dict:
     """Train (or resume) and evaluate one run; returns the results dict."""
     t = Trainer(cfg, out_dir, progress)
-    if resume:
-        t.resume()
-    elif os.path.exists(t.ckpt_path):
-        raise ValueError(f"resume: {t.ckpt_path} exists; pass --resume to continue it or use "
-                         "another --out / --seed")
-    t0 = time.perf_counter()
-    t.fit(stop_after)
-    if stop_after is not None and t.start_epoch + stop_after < cfg.epochs:
-        return {"stopped_after": len(t.history)}
-    return t.evaluate(started=t0)
+    try:
+        if resume:
+            t.resume()
+        elif any(os.path.exists(p) for p in (t.ckpt_path, t.ckpt_path + ".prev")):
+            raise ValueError(f"resume: {t.ckpt_path} exists; pass --resume to continue it or use "
+                             "another --out / --seed")
+        t0 = time.perf_counter()
+        t.fit(stop_after)
+        if stop_after is not None and t.start_epoch + stop_after < cfg.epochs:
+            return {"stopped_after": len(t.history)}
+        return t.evaluate(started=t0)
+    finally:
+        if t.lock is not None:
+            t.lock.release()
+
+
+def run_missing(cfg: RunConfig, out_dir: str = "out/runs", progress: bool = True) -> tuple[dict, bool]:
+    """``(results, skipped)``: a finished run is skipped (its results read
+    back), an interrupted one resumed, any other started. What sweeps use."""
+    done = os.path.join(out_dir, cfg.run_name, "results.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            res = json.load(f)
+        if "clean_acc" in res:
+            return res, True
+    ckpt = os.path.join(out_dir, cfg.run_name, "checkpoint.pt")
+    resume = os.path.exists(ckpt) or os.path.exists(ckpt + ".prev")
+    return run(cfg, out_dir, resume=resume, progress=progress), False
+

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from .data import ALL_19
-from .engine import run
+from .engine import run_missing
 from .presets import get_preset
 from .table import aggregate, load_runs, pdm_figure, to_markdown
 
@@ -65,11 +65,10 @@ def main(argv=None) -> int:
     jobs = [(p, s) for p in MAIN for s in a.seeds] + [(p, a.seeds[0]) for p in LMH]
     for preset, seed in jobs:
         cfg = get_preset(preset, seed=seed, epochs=a.epochs, data_root=root, c_root=c_root)
-        done = os.path.join(runs_dir, cfg.run_name, "results.json")
-        if os.path.exists(done) and "clean_acc" in json.load(open(done)):
-            continue
         t0 = time.time()
-        res = run(cfg, runs_dir, resume=os.path.exists(os.path.join(runs_dir, cfg.run_name, "checkpoint.pt")))
+        res, skipped = run_missing(cfg, runs_dir)
+        if skipped:
+            continue
         print(f"{cfg.run_name}: clean {res['clean_acc']:.2f}%, rob(19) {res.get('rob_19', float('nan')):.2f}%, "
               f"{time.time() - t0:.0f}s", flush=True)
     runs = load_runs(runs_dir)

@@ -33,14 +33,15 @@ def _ms(values):
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-def aggregate(runs: dict, baseline: str) -> list[dict]:
+def aggregate(runs: dict, baseline: str | None = None) -> list[dict]:
     """One row per preset: clean accuracy, robustness (mean corruption accuracy
     over the set the runs share) and mCE (unnormalised, and relative to the
     baseline's mean errors = 100), absolute for the baseline and as a
-    difference for the others."""
-    if baseline not in runs:
+    difference for the others. Without a baseline every row is absolute and
+    the relative mCE is left out (NaN)."""
+    if baseline is not None and baseline not in runs:
         raise ValueError(f"baseline: no runs of preset {baseline!r}; have {', '.join(runs)}")
-    base = runs[baseline]
+    base = runs[baseline] if baseline is not None else next(iter(runs.values()))
     names = sorted(set.intersection(*[set(r.get("corruption_acc", {})) for rs in runs.values() for r in rs]))
     described = {19: "all 19 CIFAR-10-C corruptions", 15: "the 15 benchmark corruptions"}
     corruption_set = described.get(len(names), f"{len(names)} corruptions ({', '.join(names)})")
@@ -59,9 +60,9 @@ def aggregate(runs: dict, baseline: str) -> list[dict]:
         clean = _ms([r["clean_acc"] for r in rs])
         robv = _ms([rob(r) for r in rs])
         rel = (_ms([relative_mce({n: r["corruption_acc"][n] for n in names}, base_mean) for r in rs])
-               if names else (float("nan"), 0.0))
+               if names and baseline is not None else (float("nan"), 0.0))
         unn = _ms([100 - rob(r) for r in rs])
-        is_base = preset == baseline
+        is_base = preset == baseline or baseline is None  # absolute values
         shares = [r.get("pdm", {}).get("band_shares") for r in rs if r.get("pdm")]
         rows.append({
             "preset": preset, "runs": len(rs), "baseline": is_base,
@@ -79,32 +80,51 @@ def aggregate(runs: dict, baseline: str) -> list[dict]:
             r15 = _ms([rob(r, BENCHMARK_15) for r in rs])
             rows[-1].update(rob15=r15[0] if is_base else r15[0] - b_rob15, rob15_std=r15[1])
     rows.sort(key=lambda r: (not r["baseline"], r["preset"]))
+    if baseline is None:
+        for r in rows:
+            r["baseline"] = False
+            r["absolute"] = True
     return rows
+
+
+def _cell(m: float, s: float, runs: int, absolute: bool) -> str:
+    """``m +- s`` over seeds; one seed has no spread, so none is printed."""
+    v = f"{m:.2f}" if absolute else f"{m:+.2f}"
+    v = v if runs < 2 else f"{v} +- {s:.2f}"
+    return f"({v})" if absolute else v
 
 
 def to_markdown(rows: list[dict]) -> str:
     cs = rows[0]["corruption_set"] if rows else ""
+    has_base = any(r["baseline"] for r in rows)
     has15 = any(np.isfinite(r["rob15"]) for r in rows)
     lines = [f"Clean accuracy and robustness (mean accuracy over {cs}"
              + ("; also over the 15 benchmark corruptions" if has15 else "")
              + ") in %, mCE over the same set relative to the baseline (= 100) and unnormalised "
-             "(100 - robustness). The baseline row is absolute (in parentheses); the others are "
-             "differences from it. Mean +- std over seeds.", "",
+             "(100 - robustness). "
+             + ("The baseline row is absolute (in parentheses); the others are differences from it. "
+                if has_base else "No baseline: every value is absolute (in parentheses). ")
+             + "Mean +- std over seeds (no spread for a single seed).", "",
              "| preset | runs | clean | robustness" + (" | rob. (15)" if has15 else "")
              + " | mCE (rel.) | mCE (unnorm.) | PDM share L/M/H |",
              "|---|---|---|---|---|---|---|" + ("---|" if has15 else "")]
     for r in rows:
-        fmt = (lambda m, s: f"({m:.2f} +- {s:.2f})") if r["baseline"] else (lambda m, s: f"{m:+.2f} +- {s:.2f}")
+        absolute = r["baseline"] or r.get("absolute", False)
+
+        def fmt(m, s, r=r, absolute=absolute):
+            return _cell(m, s, r["runs"], absolute)
         lines.append(f"| {r['preset']} | {r['runs']} | {fmt(r['clean'], r['clean_std'])} | "
                      f"{fmt(r['rob'], r['rob_std'])} | "
                      + (f"{fmt(r['rob15'], r['rob15_std'])} | " if has15 else "")
-                     + f"{r['mce_rel']:.1f} +- {r['mce_rel_std']:.1f} | "
-                     f"{r['mce_unnorm']:.2f} +- {r['mce_unnorm_std']:.2f} | "
+                     + (f"{r['mce_rel']:.1f}" + (f" +- {r['mce_rel_std']:.1f}" if r["runs"] > 1 else "")
+                        if np.isfinite(r["mce_rel"]) else "-") + " | "
+                     + f"{r['mce_unnorm']:.2f}" + (f" +- {r['mce_unnorm_std']:.2f}" if r["runs"] > 1 else "")
+                     + " | "
                      f"{r['share_L']:.2f}/{r['share_M']:.2f}/{r['share_H']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
-def write_table(root: str, baseline: str, out_prefix: str | None = None) -> tuple[str, str]:
+def write_table(root: str, baseline: str | None = None, out_prefix: str | None = None) -> tuple[str, str]:
     """Write ``<prefix>.md`` and ``<prefix>.csv`` (default ``<root>/table``) and a
     figure with the PDM histograms of every preset. Returns the two paths."""
     runs = load_runs(root)
@@ -124,11 +144,10 @@ def pdm_figure(runs: dict, path: str, presets=None, title: str | None = None):
     """One panel per preset (in ``presets`` order, default all): the PDM
     histogram averaged over its runs, DC at the centre. Returns the path, or
     None when no run has a histogram."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import torch
+
+    from fastfreq.figures import save, subplots
+    from fastfreq.pdm import draw_histogram
 
     hists = []
     for preset in (presets or list(runs)):
@@ -138,14 +157,8 @@ def pdm_figure(runs: dict, path: str, presets=None, title: str | None = None):
             hists.append((preset, torch.stack(hs).mean(0)))
     if not hists:
         return None
-    fig, axes = plt.subplots(1, len(hists), figsize=(2.6 * len(hists), 2.8), squeeze=False)
+    fig, axes = subplots(1, len(hists), figsize=(3.2 * len(hists), 3.0), squeeze=False)
     for ax, (name, h) in zip(axes[0], hists):
-        ax.imshow(h.numpy(), cmap="inferno")
-        ax.set_title(name, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+        draw_histogram(fig, ax, h, name)
+    fig.suptitle(title or "PDM response histograms (DC centre; dashed: L/M/H borders)", fontsize=9)
+    return save(fig, path, dpi=120)

@@ -1,0 +1,58 @@
+"""The package as a user installs it: an sdist that holds everything the
+build needs, a wheel built from that sdist (CPU extension), installed in a
+folder of its own: it imports, its extension loads, its entry points run, and
+it puts no generic top-level packages into site-packages."""
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(cmd, **kw):
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+    assert out.returncode == 0, f"{cmd}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="no C++ compiler")
+def test_sdist_builds_a_wheel_that_installs_and_runs(tmp_path):
+    pytest.importorskip("build")
+    env = {**os.environ, "FASTFREQ_CUDA": "0", "MAX_JOBS": "2"}
+    _run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "-o", str(tmp_path), ROOT],
+         env=env)
+    (sdist,) = tmp_path.glob("fastfreq-*.tar.gz")
+    names = tarfile.open(sdist).getnames()
+    for need in ("csrc/spectral_common.h", "csrc/spectral_checks.h", "csrc/cuda/spectral_augment_kernel.cu",
+                 "pyproject.toml", "LICENSE", "train/engine.py", "bench/core.py"):
+        assert any(n.endswith(need) for n in names), need
+    # the wheel is built from the sdist alone (not from the checkout)
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
+          "-w", str(tmp_path), str(sdist)], env=env, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("fastfreq-*.whl")
+    tops = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
+    assert tops <= {"fastfreq", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}, tops
+    site = tmp_path / "site"
+    _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)])
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    probe = _run([sys.executable, "-c",
+                  "import fastfreq, torch; from fastfreq.backends import ext; "
+                  "print(fastfreq.__file__, ext.available(), fastfreq.__version__); "
+                  "print(fastfreq.power_suppress(torch.rand(1, 3, 8, 8), 0, 0.5, backend='cpp').shape)"],
+                 env=env, cwd=tmp_path)
+    where, has_ext, version = probe.stdout.split("\n")[0].split()
+    assert where.startswith(str(site)) and has_ext == "True"
+    meta = zipfile.ZipFile(wheel).read(f"fastfreq-{version}.dist-info/METADATA").decode()
+    for field in ("License-Expression: MIT", "Requires-Dist: pillow", "Provides-Extra: torchvision",
+                  "Requires-Dist: torchvision; extra == \"torchvision\""):
+        assert field in meta, field
+    for script, args in (("fastfreq-train", ["list"]), ("fastfreq-bench", ["--help"])):
+        out = _run([str(site / "bin" / script), *args], env=env, cwd=tmp_path)
+        assert out.stdout.strip()
