@@ -116,26 +116,54 @@ class AuxLabels(nn.Module):
         return 1.1 * s / s.sum()
 
     def forward(self, band: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """Labels ``beta`` ``(B,)`` for band ids ``(B,)`` and suppression ratios ``(B,)``."""
+        """Labels ``beta`` ``(B,)`` for band ids ``(B,)`` in {0, 1, 2} and
+        suppression ratios ``(B,)`` in [0, 1].
+
+        Out-of-range values raise on CPU tensors; on a GPU (no host sync per
+        training step) their labels are NaN, which the trainer's NaN check
+        reports; a band id is never wrapped around (-1 used to mean band 2)."""
+        for name, t in (("band", band), ("alpha", alpha)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name}: expected a tensor, got {type(t).__name__}")
         if band.shape != alpha.shape or band.dim() != 1:
             raise ValueError(f"band, alpha: expected two (B,) tensors, got {tuple(band.shape)} "
                              f"and {tuple(alpha.shape)}")
+        if band.is_floating_point() or band.is_complex() or band.dtype == torch.bool:
+            raise TypeError(f"band: expected integer band ids, got {band.dtype}")
+        if not alpha.is_floating_point():
+            raise TypeError(f"alpha: expected floating suppression ratios, got {alpha.dtype}")
         alpha = alpha.float()
+        bad = (band < 0) | (band > 2) | ~((alpha >= 0) & (alpha <= 1))
+        if band.device.type == "cpu" and bool(bad.any()):
+            raise ValueError(f"band, alpha: expected band ids in {{0, 1, 2}} and alpha in [0, 1], got "
+                             f"band {band[bad].tolist()[:5]}, alpha {alpha[bad].tolist()[:5]}")
+        band = torch.where(bad, 0, band)
         if self.learnable:
             kappa = 1 - alpha
-            return (1 - kappa) * self.basic_open_ratios()[band] + kappa
-        return torch.where(self.fully_open.to(band.device)[band], torch.ones_like(alpha), beta_0(alpha))
+            beta = (1 - kappa) * self.basic_open_ratios()[band] + kappa
+        else:
+            beta = torch.where(self.fully_open.to(band.device)[band], torch.ones_like(alpha),
+                               beta_0(alpha))
+        return torch.where(bad, float("nan"), beta)
 
 
 def aux_loss(open_ratio: torch.Tensor, beta: torch.Tensor, labelled: torch.Tensor,
              lam: float = 100.0) -> torch.Tensor:
     """Eq. 10 averaged over the labelled (power-suppressed) samples:
     ``lam * mean_labelled (v_bar - beta)^2``; 0 when none is labelled. No host
-    sync (the count is clamped rather than tested)."""
+    sync (the count is clamped rather than tested). ``labelled`` is a bool
+    mask (weights such as -1 or 0.5 are refused); unlabelled samples do not
+    enter the loss at all, whatever their values (a NaN there is ignored)."""
     lam = chk.nonneg_float(lam, "lam")
+    for name, t in (("open_ratio", open_ratio), ("beta", beta), ("labelled", labelled)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a tensor, got {type(t).__name__}")
     if not (open_ratio.shape == beta.shape == labelled.shape) or open_ratio.dim() != 1:
         raise ValueError(f"open_ratio, beta, labelled: expected three (B,) tensors, got "
                          f"{tuple(open_ratio.shape)}, {tuple(beta.shape)}, {tuple(labelled.shape)}")
-    w = labelled.to(open_ratio.dtype)
+    if labelled.dtype != torch.bool:
+        raise TypeError(f"labelled: expected a bool tensor (which samples were power-suppressed), "
+                        f"got {labelled.dtype}")
     sq = (open_ratio - beta.to(open_ratio.dtype)) ** 2
-    return lam * (w * sq).sum() / w.sum().clamp_min(1)
+    sq = torch.where(labelled, sq, torch.zeros_like(sq))
+    return lam * sq.sum() / labelled.sum().clamp_min(1).to(sq.dtype)

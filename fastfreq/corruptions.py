@@ -5,9 +5,11 @@ Every function takes images ``(B, 3, H, W)`` (or ``(3, H, W)``) in [0, 1] on
 any device and a severity 1..5, and returns images in [0, 1] of the same shape
 and device. The noise corruptions take a ``torch.Generator``. ``pixelate`` and
 ``jpeg_compression`` go through Pillow image by image (on the CPU), as the
-original does; the rest are tensor ops. ``tests/test_corruptions.py`` compares
-the per-severity mean absolute change with the CIFAR-10-C sample when it is
-present (table in ``docs/corruptions.md``).
+original does; the rest are tensor ops. ``tests/test_data.py``
+(``test_corruptions_match_the_cifar10c_sample``) compares the per-severity
+mean absolute change with the CIFAR-10-C sample when it is present (table in
+``docs/corruptions.md``). Empty batches and images of any size >= 1 pixel
+are accepted.
 """
 from __future__ import annotations
 
@@ -81,10 +83,23 @@ def speckle_noise(x, severity=1, generator=None):
 def _conv_same(x4, kernel, mode):
     """Depthwise 2-D filtering with a (k, k) kernel and the given padding mode."""
     k = kernel.shape[-1]
-    p = k // 2
-    xp = F.pad(x4, (p, p, p, p), mode=mode)
+    xp = _pad(x4, k // 2, mode)
     w = kernel.to(x4)[None, None].expand(x4.shape[1], 1, k, k)
     return F.conv2d(xp, w, groups=x4.shape[1])
+
+
+def _pad(x4, p: int, mode: str):
+    """``F.pad`` by ``p`` on every side; 'reflect' needs ``p < side``, so small
+    images are reflected in steps (each step reflects the padded image)."""
+    if mode != "reflect":
+        return F.pad(x4, (p, p, p, p), mode=mode)
+    if min(x4.shape[-2:]) < 2:  # nothing to reflect in a 1-pixel side
+        return F.pad(x4, (p, p, p, p), mode="replicate")
+    while p > 0:
+        step = min(p, x4.shape[-2] - 1, x4.shape[-1] - 1)
+        x4 = F.pad(x4, (step, step, step, step), mode="reflect")
+        p -= step
+    return x4
 
 
 def _gaussian_kernel(sigma: float, truncate: float = 4.0) -> torch.Tensor:
@@ -120,7 +135,7 @@ def _disk(radius: float, alias_blur: float) -> torch.Tensor:
 def defocus_blur(x, severity=1):
     x4, (radius, alias), single = _prep(x, severity, "defocus_blur")
     # cv2.filter2D's default border is reflect-101 ('reflect' in torch); the
-    # 17x17 kernel needs 8 pixels, fewer than a 32-pixel side
+    # 17x17 kernel needs 8 pixels (in steps on sides of 8 or fewer)
     return _out(_conv_same(x4, _disk(radius, alias), "reflect"), single)
 
 
@@ -175,6 +190,8 @@ def saturate(x, severity=1):
 def _per_image_pil(x4, fn):
     from PIL import Image
 
+    if x4.shape[0] == 0:
+        return x4.clone()
     arr = (x4.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     out = np.stack([np.asarray(fn(Image.fromarray(a)).convert("RGB")) for a in arr])
     return torch.from_numpy(out).to(x4.device).permute(0, 3, 1, 2).to(x4.dtype) / 255
@@ -188,7 +205,8 @@ def pixelate(x, severity=1):
     H, W = x4.shape[-2:]
 
     def fn(im):
-        return im.resize((int(W * c), int(H * c)), Image.BOX).resize((W, H), Image.BOX)
+        small = (max(1, int(W * c)), max(1, int(H * c)))
+        return im.resize(small, Image.BOX).resize((W, H), Image.BOX)
 
     return _out(_per_image_pil(x4, fn), single)
 

@@ -37,7 +37,7 @@ def test_cifar10_loads_any_n(tmp_path):
 
 
 @pytest.mark.parametrize("bad, match", [("shape", r"must be uint8 of shape \(N, 3072\)"),
-                                        ("labels", "labels for")])
+                                        ("labels", "labels \\(one per image\\)")])
 def test_cifar10_bad_files(tmp_path, bad, match):
     root = write_cifar(str(tmp_path), bad=bad)
     with pytest.raises(D.DataError, match=match):

@@ -195,7 +195,7 @@ def test_attention_deepcopy_and_averaged_model_after_a_step():
     labels = AuxLabels("learnable")
     x = torch.rand(4, 3, 8, 8)
     loss = model(x).sum() + aux_loss(att.open_ratio, labels(torch.tensor([0, 1, 2, 0]),
-                                                            torch.rand(4)), torch.ones(4))
+                                                            torch.rand(4)), torch.ones(4, dtype=torch.bool))
     loss.backward()
     twin = copy.deepcopy(model)
     avg = torch.optim.swa_utils.AveragedModel(model)

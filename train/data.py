@@ -50,18 +50,39 @@ def _batch_dir(root: str) -> str:
                     f"'labels'). {WHERE_FROM}")
 
 
+def check_labels(labels: np.ndarray, n_images: int, path: str, n_classes: int = 10) -> np.ndarray:
+    """Integer class ids in [0, n_classes), one per image, at least one image."""
+    if n_images == 0:
+        raise DataError(f"{path}: holds 0 images")
+    if labels.shape != (n_images,):
+        raise DataError(f"{path}: expected {n_images} labels (one per image), got shape {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: expected integer class labels, got {labels.dtype}")
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise DataError(f"{path}: expected labels in 0..{n_classes - 1}, got values from "
+                        f"{labels.min()} to {labels.max()}")
+    return labels.astype(np.int64)
+
+
 def _read_batch(path: str):
     if not os.path.exists(path):
         raise DataError(f"{path}: missing; expected the cifar-10-batches-py layout. {WHERE_FROM}")
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="latin1")
-    data = np.asarray(d.get("data"))
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="latin1")
+    except Exception as exc:  # truncated or not a pickle
+        raise DataError(f"{path}: not a readable CIFAR-10 batch ({type(exc).__name__}: "
+                        f"{str(exc)[:120]}). {WHERE_FROM}") from None
+    if not isinstance(d, dict) or "data" not in d:
+        raise DataError(f"{path}: expected a pickled dict with 'data' and 'labels', got "
+                        f"{type(d).__name__}{' with keys ' + str(sorted(d)[:5]) if isinstance(d, dict) else ''}")
+    if "labels" not in d and "fine_labels" not in d:
+        raise DataError(f"{path}: no 'labels' entry (keys: {', '.join(map(str, sorted(d)))})")
+    data = np.asarray(d["data"])
     labels = np.asarray(d.get("labels", d.get("fine_labels")))
     if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
         raise DataError(f"{path}: 'data' must be uint8 of shape (N, 3072), got {data.dtype} {data.shape}")
-    if labels.shape != (data.shape[0],):
-        raise DataError(f"{path}: {len(labels)} labels for {data.shape[0]} images")
-    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+    return data.reshape(-1, 3, 32, 32), check_labels(labels, data.shape[0], path)
 
 
 def load_cifar10(root: str, split: str = "train", download: bool = False):
@@ -93,10 +114,10 @@ class CIFAR10C:
         if not os.path.exists(path):
             raise DataError(f"{path}: missing; expected a CIFAR-10-C folder with labels.npy and "
                             f"<corruption>.npy files. {WHERE_FROM_C}")
-        labels = np.load(path)
+        labels = _load_npy(path)
         if labels.ndim != 1 or len(labels) % 5:
             raise DataError(f"{path}: expected shape (5N,) with severities 1..5 stacked, got {labels.shape}")
-        self.labels = labels.astype(np.int64)
+        self.labels = check_labels(labels, len(labels), path)
         self.n = len(labels) // 5
 
     def available(self, names=ALL_19):
@@ -108,7 +129,7 @@ class CIFAR10C:
         path = os.path.join(self.root, f"{name}.npy")
         if not os.path.exists(path):
             raise DataError(f"{path}: missing. {WHERE_FROM_C}")
-        arr = np.load(path, mmap_mode="r")
+        arr = _load_npy(path, mmap_mode="r")
         if arr.shape != (5 * self.n, 32, 32, 3) or arr.dtype != np.uint8:
             raise DataError(f"{path}: expected uint8 of shape ({5 * self.n}, 32, 32, 3) to match "
                             f"labels.npy, got {arr.dtype} {arr.shape}")
@@ -127,6 +148,14 @@ class CIFAR10C:
         for name in names:
             for s in severities:
                 yield (name, s, *self.severity(name, s))
+
+
+def _load_npy(path: str, mmap_mode=None) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except Exception as exc:  # truncated, not .npy, pickled objects
+        raise DataError(f"{path}: not a readable .npy array ({type(exc).__name__}: "
+                        f"{str(exc)[:120]}). {WHERE_FROM_C}") from None
 
 
 # ---------------------------------------------------------------- synthetic data

@@ -1,0 +1,366 @@
+"""Bad input, category by category, for every public entry point: each must
+raise the expected error type with the argument (or file) named in the
+message, never hang, never write where it should not; the CLI answers with
+one line and exit status 2. Several cases are the ones a new user hit (issue
+16): each failed before its fix."""
+import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+
+import fastfreq.functional as FF
+from fastfreq import bands, pdm
+from fastfreq.aps import AuxLabels, ChannelAttention, aux_loss
+from fastfreq.corruptions import CORRUPTIONS, corrupt
+from fastfreq.transforms import NFD, PowerSuppression, SpectralAugment
+
+from .conftest import backend_params
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+x8 = torch.rand(2, 3, 8, 8)
+AR = torch.full((2, 5), 0.5)
+
+
+@contextmanager
+def time_limit(seconds: float):
+    """Fail instead of hanging (SIGALRM in the main thread)."""
+    def boom(*_):
+        raise TimeoutError(f"did not return within {seconds} s")
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def expect(exc, match, fn, *args, **kw):
+    with time_limit(60), pytest.raises(exc, match=match):
+        fn(*args, **kw)
+
+
+# ------------------------------------------------------------------ the ops
+OP_CASES = [
+    # (kwargs of spectral_augment, error type, argument named)
+    (dict(x=x8.numpy()), TypeError, "x: expected a torch.Tensor"),
+    (dict(x=x8.to(torch.int32)), TypeError, "x: expected float16"),
+    (dict(x=torch.rand(3, 8)), ValueError, r"x: expected shape \(B, C, H, W\)"),
+    (dict(x=torch.rand(1, 3, 1, 8)), ValueError, "H: image sizes"),
+    (dict(band=-1, alpha=0.5), ValueError, "band: expected one of"),
+    (dict(band=torch.tensor([0, 5]), alpha=0.5), ValueError, r"band: expected values in \[0, 2\]"),
+    (dict(band=torch.tensor([0.0, 1.0]), alpha=0.5), TypeError, "band: expected integer"),
+    (dict(band=0, alpha=1.5), ValueError, r"alpha: expected values in \[0.0, 1.0\]"),
+    (dict(band=0, alpha=float("nan")), ValueError, "alpha: expected a finite number"),
+    (dict(band=0), ValueError, "band, alpha: power suppression needs both"),
+    (dict(alpha_r=torch.full((2, 4), 0.5)), ValueError, r"alpha_r: expected shape \(2, 5\)"),
+    (dict(alpha_r=torch.full((2, 5), 2.0)), ValueError, r"alpha_r: expected values in"),
+    (dict(alpha_r=AR, noise=torch.zeros(2, 3, 8, 8)), ValueError, "noise: expected the half-spectrum"),
+    (dict(alpha_r=AR, seed=2 ** 64), ValueError, "seed: expected a 64-bit integer"),
+    (dict(alpha_r=AR, sigma=1e39), ValueError, r"sigma: expected a value in \[0, 1e\+30\]"),
+    (dict(alpha_r=AR, sigma=-1.0), ValueError, "sigma: expected a value >= 0"),
+    (dict(band=0, alpha=0.5, radius_scale=1e-300), ValueError, r"radius_scale: expected a value in"),
+    (dict(band=0, alpha=0.5, radius_scale=float("inf")), ValueError, "radius_scale: expected a finite"),
+    (dict(alpha_r=AR, nfd_bands=((5, 2),)), ValueError, "nfd_bands: each pair"),
+    (dict(alpha_r=torch.full((2, 17), 0.5), nfd_bands=[(i, i + 1) for i in range(17)]), ValueError,
+     "nfd_bands: at most 16"),
+    (dict(band=0, alpha=0.5, backend="fast"), ValueError, "backend: expected one of"),
+    (dict(band=0, alpha=0.5, precision="fp8"), ValueError, "precision: expected one of"),
+    (dict(alpha_r=AR, generator=123), TypeError, "generator: expected a torch.Generator"),
+    # images whose FFT overflows float32: refused instead of coming back inf
+    (dict(x=torch.full((1, 3, 32, 32), 1e37, dtype=torch.bfloat16), band=0, alpha=0.0), ValueError,
+     "x: magnitudes up to"),
+    (dict(x=torch.full((1, 3, 8, 8), float("nan")), band=0, alpha=0.0), ValueError,
+     "x: expected finite values"),
+]
+
+
+@pytest.mark.parametrize("bd", backend_params(), ids=lambda p: p if isinstance(p, str) else None)
+@pytest.mark.parametrize("kw, exc, match", OP_CASES, ids=[c[2][:40] for c in OP_CASES])
+def test_ops_refuse_bad_arguments(bd, kw, exc, match):
+    backend, device = bd
+    kw = dict(kw)
+    x = kw.pop("x", x8)
+    if isinstance(x, torch.Tensor):
+        x = x.to(device)
+    kw = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+    kw.setdefault("backend", backend)
+    expect(exc, match, FF.spectral_augment, x, **kw)
+
+
+def test_overflowing_values_are_computed_when_in_range():
+    """Just inside the documented limit the result is finite on every CPU backend."""
+    x = torch.full((1, 3, 32, 32), 9e34)
+    x[..., 0, 0] = -9e34
+    for backend in ("torch", "cpp", "numpy"):
+        if backend == "cpp" and not FF.ext.available():
+            continue
+        assert torch.isfinite(FF.power_suppress(x, 0, 0.0, backend=backend)).all()
+        assert torch.isfinite(FF.nfd(x, torch.full((1, 5), 0.5), seed=1, sigma=1e30,
+                                     backend=backend)).all()
+
+
+# ------------------------------------------------------------------ modules
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda: PowerSuppression(alpha=0.5), ValueError, r"alpha: expected a range \(lo, hi\)"),
+    (lambda: PowerSuppression(alpha=(0.2, float("nan"))), ValueError, "alpha: expected a finite"),
+    (lambda: PowerSuppression(backend="gpu"), ValueError, "backend: expected one of"),
+    (lambda: PowerSuppression(radius_scale=0), ValueError, "radius_scale: expected a value > 0"),
+    (lambda: PowerSuppression(bands=5), ValueError, "bands: expected a non-empty sequence"),
+    (lambda: NFD(sigma=1e39), ValueError, "sigma: expected a value in"),
+    (lambda: NFD(clamp="yes"), TypeError, "clamp: expected a bool or a"),
+    (lambda: NFD(clamp=(0, float("inf"))), ValueError, "clamp: expected a finite"),
+    (lambda: SpectralAugment(nfd_p=2), ValueError, "p: expected a probability"),
+    (lambda: SpectralAugment(generator="seed"), TypeError, "generator: expected a torch.Generator"),
+])
+def test_modules_refuse_bad_settings_at_construction(make, exc, match):
+    expect(exc, match, make)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda m: m(), TypeError, "x: expected images"),
+    (lambda m: m("image"), TypeError, "x: expected a"),
+    (lambda m: m((1, "label")), TypeError, "x: expected a"),
+    (lambda m: m(torch.rand(2, 2, 3, 8, 8)), ValueError, r"x: expected \(B, C, H, W\)"),
+    (lambda m: m(torch.zeros(1, 3, 8, 8, dtype=torch.int64)), TypeError, "x: expected floating"),
+    (lambda m: m.sample_params(2, generator=5), TypeError, "generator: expected a torch.Generator"),
+])
+def test_modules_refuse_bad_input(call, exc, match):
+    expect(exc, match, call, PowerSuppression(p=1.0))
+
+
+# ------------------------------------------------------------------ APS
+def test_aux_labels_refuse_out_of_range_bands_and_ratios():
+    for config in ("learnable", "LMH=011"):
+        labels = AuxLabels(config)
+        # band -1 once silently meant band 2 (negative indexing)
+        expect(ValueError, r"band, alpha: expected band ids in \{0, 1, 2\}", labels,
+               torch.tensor([-1, 0]), torch.tensor([0.5, 0.5]))
+        expect(ValueError, "band, alpha: expected band ids", labels, torch.tensor([0, 3]),
+               torch.tensor([0.5, 0.5]))
+        expect(ValueError, "alpha in", labels, torch.tensor([0, 1]), torch.tensor([1.5, 0.5]))
+        expect(ValueError, "alpha in", labels, torch.tensor([0, 1]), torch.tensor([float("nan"), 0.5]))
+        expect(TypeError, "band: expected integer band ids", labels, torch.tensor([0.0, 1.0]),
+               torch.tensor([0.5, 0.5]))
+        expect(TypeError, "alpha: expected floating", labels, torch.tensor([0, 1]), torch.tensor([0, 1]))
+    expect(ValueError, "config: expected 'LMH=abc'", AuxLabels, "LMH=012")
+    expect(ValueError, "channels: expected a positive int", ChannelAttention, 0)
+
+
+def test_aux_loss_weights_only_labelled_samples():
+    v, beta = torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0.2, 0.9, 0.4])
+    # -1 / 2 / 0.5 once became weights (the loss could go negative)
+    for bad in (torch.tensor([-1.0, 2.0, 0.5]), torch.tensor([1, 0, 1])):
+        expect(TypeError, "labelled: expected a bool tensor", aux_loss, v, beta, bad)
+    # a NaN in an unlabelled sample once made the loss NaN
+    loss = aux_loss(torch.tensor([0.5, float("nan"), 0.5]), beta, torch.tensor([True, False, True]))
+    assert math.isfinite(loss.item()) and loss.item() == pytest.approx(100 * (0.09 + 0.01) / 2)
+    expect(ValueError, "lam: expected a value >= 0", aux_loss, v, beta, torch.ones(3, dtype=bool), -1)
+
+
+# ------------------------------------------------------------------ PDM, bands
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: pdm.channel_pdms(0, 8, 8), ValueError, "C: expected a positive int"),
+    (lambda: pdm.channel_pdms(3, 8, 1), ValueError, "W: image sizes"),
+    (lambda: pdm.frequency_response("conv", 3, 8, 8), TypeError, "first_block: expected a callable"),
+    (lambda: pdm.frequency_response(lambda x: x, 3, 8, 8, batch_size=0), ValueError, "batch_size"),
+    (lambda: pdm.frequency_response(lambda x: x.mean(1), 3, 4, 4), ValueError,
+     r"first_block: expected it to return a \(B, K"),
+    (lambda: pdm.normalise_responses(torch.rand(3, 8, 8)), ValueError, r"resp: expected \(K, C, H, W\)"),
+    (lambda: pdm.normalise_responses(torch.rand(2, 3, 8, 8), clip=2), ValueError, "clip: expected a"),
+    (lambda: pdm.band_shares(torch.rand(8)), ValueError, r"hist: expected an \(H, W\)"),
+    # tol <= 0 once never returned
+    (lambda: bands.equal_coverage_bands(40, 40, tol=0.0), ValueError, r"tol: expected a number in \(0, 1\)"),
+    (lambda: bands.equal_coverage_bands(40, 40, tol=-1e-3), ValueError, "tol: expected"),
+    (lambda: bands.equal_coverage_bands(40, 40, tol=float("nan")), ValueError, "tol: expected"),
+    (lambda: bands.equal_coverage_bands(40, 40, n=0), ValueError, r"n: expected an int in \[1, 16\]"),
+    (lambda: bands.equal_coverage_bands(4, 4, n=16), ValueError, "n: 16 bands of equal coverage"),
+])
+def test_pdm_and_bands_refuse_bad_input(call, exc, match):
+    expect(exc, match, call)
+
+
+# ------------------------------------------------------------------ corruptions
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_corruptions_take_empty_and_tiny_batches(name):
+    g = torch.Generator().manual_seed(0)
+    # an empty batch once failed in pixelate/jpeg; 8 px or less in defocus_blur
+    for shape in ((0, 3, 16, 16), (2, 3, 8, 8), (1, 3, 5, 3), (3, 2, 2)):
+        out = corrupt(torch.rand(shape), name, 5, generator=g)
+        assert out.shape == shape and torch.isfinite(out).all()
+    expect(ValueError, "severity: expected an int in 1..5", corrupt, torch.rand(3, 8, 8), name, 6, g)
+    expect(TypeError, "x: expected a floating-point", corrupt, torch.zeros(3, 8, 8, dtype=torch.uint8),
+           name, 1, g)
+    expect(ValueError, r"x: expected \(B, 3, H, W\)", corrupt, torch.rand(1, 4, 8, 8), name, 1, g)
+
+
+# ------------------------------------------------------------------ data files
+def _batches(root, labels=None, data=None, raw=None, key="labels"):
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True, exist_ok=True)
+    if raw is not None:
+        (d / "test_batch").write_bytes(raw)
+        return
+    data = np.zeros((4, 3072), np.uint8) if data is None else data
+    labels = [0, 1, 2, 3] if labels is None else labels
+    with open(d / "test_batch", "wb") as f:
+        pickle.dump({"data": data, key: labels}, f)
+
+
+GOOD_PICKLE = pickle.dumps({"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2, 3]})
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(raw=GOOD_PICKLE[:40]), "not a readable CIFAR-10 batch"),      # truncated
+    (dict(raw=b"garbage, not a pickle"), "not a readable CIFAR-10 batch"),
+    (dict(key="lbls"), "no 'labels' entry"),                           # once: len() of unsized object
+    (dict(labels=[0, 1, 2, -1]), r"expected labels in 0..9"),
+    (dict(labels=[0, 1, 2, 10]), r"expected labels in 0..9"),
+    (dict(labels=[0, 1, 2, 200]), r"expected labels in 0..9"),
+    (dict(labels=[0.0, 1.5, 2.0, 3.0]), "expected integer class labels"),
+    (dict(labels=[0, 1]), "expected 4 labels"),
+    (dict(data=np.zeros((0, 3072), np.uint8), labels=[]), "holds 0 images"),
+    (dict(data=np.zeros((4, 100), np.uint8)), r"'data' must be uint8 of shape \(N, 3072\)"),
+])
+def test_cifar10_files_are_named_in_errors(tmp_path, kw, match):
+    from train import data as D
+
+    _batches(tmp_path, **kw)
+    expect(D.DataError, f"test_batch: {match}" if not match.startswith("expected 4") else match,
+           D.load_cifar10, str(tmp_path), "test")
+
+
+def _c_folder(root, labels=b"", corr=None):
+    root.mkdir(parents=True, exist_ok=True)
+    if isinstance(labels, bytes):
+        (root / "labels.npy").write_bytes(labels)
+    else:
+        np.save(root / "labels.npy", labels)
+    if corr is not None:
+        if isinstance(corr, bytes):
+            (root / "contrast.npy").write_bytes(corr)
+        else:
+            np.save(root / "contrast.npy", corr)
+
+
+@pytest.mark.parametrize("labels, corr, match", [
+    (b"\x93NUMPY garbage", None, "labels.npy: not a readable .npy"),
+    (np.array([0, 1, 2, 3, -1]), None, r"labels.npy: expected labels in 0..9"),
+    (np.array([0, 1, 2, 3, 10]), None, r"labels.npy: expected labels in 0..9"),
+    (np.array([0.0, 1, 2, 3, 4]), None, "labels.npy: expected integer class labels"),
+    (np.zeros(0, np.int64), None, "labels.npy: holds 0 images"),
+    (np.array([0, 1, 2, 3]), None, r"labels.npy: expected shape \(5N,\)"),
+    (np.arange(5), b"\x93NUMPY\x01\x00 truncated", "contrast.npy: not a readable .npy"),
+    (np.arange(5), np.zeros((5, 32, 32), np.uint8), r"contrast.npy: expected uint8 of shape \(5, 32, 32, 3\)"),
+])
+def test_cifar10c_files_are_named_in_errors(tmp_path, labels, corr, match):
+    from train import data as D
+
+    _c_folder(tmp_path / "C", labels, corr)
+
+    def load():
+        D.CIFAR10C(str(tmp_path / "C")).load("contrast")
+    expect(D.DataError, match, load)
+
+
+# ------------------------------------------------------------------ train CLI
+def _cli(capsys, *argv):
+    from train.__main__ import main
+
+    try:
+        rc = main(list(argv))
+    except SystemExit as exc:  # argparse
+        rc = exc.code
+    err = capsys.readouterr().err.strip()
+    return rc, err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["run", "--preset", "demo", "--n-train", "0"], "n_train: expected a positive int"),  # once 10000
+    (["run", "--preset", "demo", "--device", "foo"], "device: expected 'auto', 'cpu'"),
+    (["run", "--preset", "demo", "--device", "meta"], "device: expected"),
+    (["run", "--preset", "demo", "--epochs", "0"], "epochs: expected a positive int"),
+    (["run", "--preset", "demo", "--lr", "-1"], "lr: expected a value > 0"),
+    (["run", "--preset", "nope"], "preset: unknown 'nope'"),
+    (["run", "--preset", "demo", "--data", "cifar10", "--data-root", "/nonexistent"], "root: no CIFAR-10"),
+    (["table", "--runs", "/nonexistent/runs"], "runs: no finished run"),
+])
+def test_cli_errors_are_one_line_with_exit_2(capsys, tmp_path, argv, match):
+    rc, err = _cli(capsys, *argv, *([] if argv[0] == "table" else ["--out", str(tmp_path)]))
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and match in err, err
+    assert "Traceback" not in err
+
+
+def test_cli_error_in_a_fresh_process_has_no_traceback(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "train", "run", "--preset", "demo", "--device", "foo",
+                          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == ["error: device: expected 'auto', 'cpu', 'cuda' or "
+                                               "'cuda:N', got 'foo'"]
+
+
+# ------------------------------------------------------------------ checkpoints and locks
+def _tiny_cfg(**kw):
+    from train.presets import get_preset
+
+    return get_preset("demo-nat", epochs=2, n_train=64, n_test=16, batch_size=32, device="cpu", **kw)
+
+
+def test_resume_falls_back_to_the_previous_checkpoint(tmp_path):
+    from train import engine
+
+    cfg = _tiny_cfg()
+    engine.run(cfg, str(tmp_path), stop_after=2, progress=False)
+    ckpt = tmp_path / cfg.run_name / "checkpoint.pt"
+    assert (tmp_path / cfg.run_name / "checkpoint.pt.prev").exists()  # kept after the 2nd epoch
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated (a crash mid-write of an older version)
+    t = engine.Trainer(cfg, str(tmp_path), progress=False)
+    with pytest.warns(RuntimeWarning, match="falling back to the previous checkpoint"):
+        assert t.resume()
+    assert t.start_epoch == 1  # the previous checkpoint: after epoch 1
+    t.lock.release()
+
+
+def test_resume_without_a_readable_checkpoint_says_so(tmp_path, capsys):
+    from train import engine
+
+    cfg = _tiny_cfg()
+    d = tmp_path / cfg.run_name
+    d.mkdir()
+    (d / "checkpoint.pt").write_bytes(b"garbage")
+    rc, err = _cli(capsys, "run", "--preset", "demo-nat", "--epochs", "2", "--n-train", "64",
+                   "--n-test", "16", "--device", "cpu", "--out", str(tmp_path), "--resume")
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "checkpoint.pt: unreadable" in err and "no readable checkpoint left" in err
+    assert engine.CheckpointError.__mro__[1] is ValueError
+
+
+def test_a_bad_checkpoint_never_replaces_a_good_one(tmp_path, monkeypatch):
+    from train import engine
+
+    path = str(tmp_path / "checkpoint.pt")
+    good = {k: 0 for k in engine.CKPT_KEYS}
+    engine.save_checkpoint(good, path)
+    monkeypatch.setattr(engine.torch, "save", lambda obj, p: open(p, "wb").write(b"half"))
+    with pytest.raises(engine.CheckpointError, match="unreadable"):
+        engine.save_checkpoint(good, path)
+    assert torch.load(path, weights_only=False) == good  # still the good one
+
+
+def test_two_runs_cannot_share_a_folder(tmp_path):
+    from train import engine
+
+    cfg = _tiny_cfg()
+    first = engine.Trainer(cfg, str(tmp_path), progress=False)
+    with pytest.raises(ValueError, match=r"out: run folder .* is in use by pid \d+"):
+        engine.Trainer(cfg, str(tmp_path), progress=False)
+    first.lock.release()
+    engine.Trainer(cfg, str(tmp_path), progress=False).lock.release()  # free again
