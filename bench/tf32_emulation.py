@@ -48,9 +48,8 @@ def kernel_emulation(x, band, alpha, alpha_r, noise, sigma, precision):
     HP, WP, WhP = ch.shape[0], cw.shape[0], cw.shape[1]
     Wh = W // 2 + 1
     gain = ref.suppression_gain(band, alpha, H, W, half=True)
-    std = np.sqrt(sigma * np.clip(1 - ref.control_matrix(alpha_r, H, W, half=True), 0, None))
+    std = ref.noise_std_from_control(sigma, ref.control_matrix(alpha_r, H, W, half=True))
     out = np.empty_like(x)
-    rows = np.arange(H)
     for b in range(B):
         for c in range(C):
             xp = np.zeros((HP, WP), np.float32)
@@ -59,11 +58,8 @@ def kernel_emulation(x, band, alpha, alpha_r, noise, sigma, precision):
             yr = matmul(ch, xr, precision) + matmul(sh, xi, precision)
             yi = matmul(ch, xi, precision) - matmul(sh, xr, precision)
             Y = (yr[:H, :Wh] + 1j * yi[:H, :Wh]) * gain[b]
-            g = noise[b, c].copy()
-            canon = np.minimum(rows, (H - rows) % H)
-            for k in {0, W // 2} if W % 2 == 0 else {0}:
-                g[:, k] = g[canon, k]
-            Y = Y + std[b] * g * ref.direction(Y, 1e-6 * np.abs(x[b, c]).sum())
+            g = ref.hermitian_rule(noise[b, c], W)
+            Y = Y + std[b] * g * ref.direction(Y, ref.dir_eps(x[b, c]))
             zr = np.zeros((HP, WhP), np.float32)
             zi = np.zeros((HP, WhP), np.float32)
             zr[:H, :Wh], zi[:H, :Wh] = Y.real, Y.imag

@@ -1,7 +1,9 @@
-// Per-frequency math of the fused spectral augmentation, shared by the CPU and
-// CUDA kernels (and mirrored by fastfreq/reference.py, the ground truth).
-// Everything here is a HOST_DEVICE inline function so that the CPU tests
-// exercise exactly the code the GPU runs.
+// Per-frequency math of the fused spectral augmentation: the one C++ copy of
+// each equation (Python's is fastfreq/equations.py). Everything here is a
+// HOST_DEVICE inline function, and the CPU kernel calls every function the
+// CUDA kernel calls (canonical_row, band_curve, gain_from_mask, nfd_hill,
+// control_value, std_from_control, augment_bin, philox_normals4 via normal_at
+// and fill_normals), so the CPU tests exercise the code the GPU runs.
 #pragma once
 
 #include <cmath>
@@ -82,11 +84,6 @@ FF_HD T gain_from_mask(T alpha, T mask) {
 }
 
 template <typename T>
-FF_HD T suppression_gain(int band, T alpha, T s) {
-  return gain_from_mask(alpha, band_curve(band, s));
-}
-
-template <typename T>
 FF_HD T nfd_hill(T s, T a, T b) {  // eq. 13
   if (s >= a - T(1) && s < a) return s - a + T(1);
   if (s >= a && s < b) return T(1);
@@ -102,13 +99,14 @@ FF_HD T std_from_control(double sigma, T M) {
   return std::sqrt(v > T(0) ? v : T(0));
 }
 
-// ... with M = sum_i alpha_r[i] M_i (eq. 14) evaluated at radius s.
-template <typename T>
-FF_HD T nfd_std(const T* alpha_r, const SpectralParams& p, T s) {
+// Eq. 14 at one bin: M = sum_i alpha_r[i] M_i, where hill(i) gives M_i at
+// this bin (nfd_hill evaluated on the spot on the GPU, read from a per-thread
+// table on the CPU). The same summation order everywhere.
+template <typename T, typename HillAt>
+FF_HD T control_value(const T* alpha_r, int n_bands, HillAt hill) {
   T M = T(0);
-  for (int i = 0; i < p.n_bands; ++i)
-    M += alpha_r[i] * nfd_hill(s, static_cast<T>(p.band_a[i]), static_cast<T>(p.band_b[i]));
-  return std_from_control(p.sigma, M);
+  for (int i = 0; i < n_bands; ++i) M += alpha_r[i] * hill(i);
+  return M;
 }
 
 // Y = g X; Z = Y + n Dir(Y), with Dir(c) = c/|c| if |c| > eps else 1.
@@ -242,19 +240,21 @@ FF_HD int64_t philox_row_len(int64_t n) { return 4 * ((n + 3) / 4); }
 // half spectrum, after the Hermitian rule).
 FF_HD int64_t noise_index(int64_t row, int64_t k, int64_t n) { return row * philox_row_len(n) + k; }
 
-// The standard normal draw at stream position `index`: lane index % 4 of
-// Philox group index / 4.
-FF_HD float normal_at(int64_t index, uint64_t seed) {
-  const uint64_t g = static_cast<uint64_t>(index) >> 2;
+// The four standard normal draws of Philox group g (stream positions 4g ..
+// 4g + 3), with the lane order of tl.randn4x.
+FF_HD void philox_normals4(uint64_t g, uint64_t seed, float z[4]) {
   const U32x4 u = philox4x32_10(static_cast<uint32_t>(g), static_cast<uint32_t>(g >> 32), seed);
-  float z0, z1;
-  const int lane = static_cast<int>(index & 3);
-  if (lane < 2) {
-    box_muller(u.x, u.y, z0, z1);
-  } else {
-    box_muller(u.z, u.w, z0, z1);
-  }
-  return (lane & 1) ? z1 : z0;
+  box_muller(u.x, u.y, z[0], z[1]);
+  box_muller(u.z, u.w, z[2], z[3]);
+}
+
+// The standard normal draw at stream position `index`: lane index % 4 of
+// Philox group index / 4 (one group per call: the CUDA kernel draws bin by
+// bin; the CPU kernel fills whole rows with philox_normals4).
+FF_HD float normal_at(int64_t index, uint64_t seed) {
+  float z[4];
+  philox_normals4(static_cast<uint64_t>(index) >> 2, seed, z);
+  return z[index & 3];
 }
 
 }  // namespace fastfreq

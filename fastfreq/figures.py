@@ -6,7 +6,7 @@ import os
 import numpy as np
 import torch
 
-from . import functional as F
+from . import functional as FF
 from .reference import PAPER_BANDS
 
 
@@ -39,7 +39,7 @@ def power_suppression_grid(image: torch.Tensor, path: str, alphas=(0.0, 0.25, 0.
     batch = image.unsqueeze(0).expand(3 * n, -1, -1, -1).contiguous()
     band = torch.arange(3).repeat_interleave(n)
     alpha = torch.tensor(alphas, dtype=torch.float32).repeat(3)
-    out = F.power_suppress(batch, band, alpha, radius_scale=radius_scale, backend=backend)
+    out = FF.power_suppress(batch, band, alpha, radius_scale=radius_scale, backend=backend)
     fig, axes = subplots(3, n + 1, figsize=(1.6 * (n + 1), 5))
     for row, name in enumerate("LMH"):
         axes[row, 0].imshow(_to_hwc(image))
@@ -67,7 +67,7 @@ def nfd_grid(image: torch.Tensor, path: str, sigma: float = 3.0, n_random: int =
     one_band = 1 - torch.eye(n)
     weights = torch.cat([one_band, sample_control_weights(n_random, n, generator=g)])
     batch = image.unsqueeze(0).expand(len(weights), -1, -1, -1).contiguous()
-    out = F.nfd(batch, weights, sigma=sigma, nfd_bands=nfd_bands, generator=g, backend=backend)
+    out = FF.nfd(batch, weights, sigma=sigma, nfd_bands=nfd_bands, generator=g, backend=backend)
     cols = max(n, n_random)
     fig, axes = subplots(2, cols + 1, figsize=(1.6 * (cols + 1), 3.6))
     for row in range(2):

@@ -20,8 +20,9 @@ from .backends import _autograd, ext, numpy_ref, torch_fft, triton_kernel
 from .constants import FLOAT32_SUM_LIMIT, PAPER_BANDS
 
 BACKENDS = ("auto", "numpy", "torch", "cpp", "cuda", "triton")
-# set when the Triton kernel failed under backend="auto": auto then stops picking it
-_TRITON_BROKEN: list[str] = []
+# why the Triton kernel failed under backend="auto" (None: it has not); once
+# set, auto stops picking it
+_triton_failure: str | None = None
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -151,7 +152,7 @@ def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, gen
 def _auto_cuda(x: torch.Tensor) -> str:
     """auto on CUDA: the backend measured faster for images like x
     (bench/results, README "Performance"); Triton only where it supports x."""
-    triton_ok = triton_kernel.supports(x) and not _TRITON_BROKEN
+    triton_ok = triton_kernel.supports(x) and _triton_failure is None
     if ext.has_cuda() and not (triton_ok and triton_kernel.preferred_on_gpu(x)):
         return "cuda"
     return "triton" if triton_ok else "torch"
@@ -194,13 +195,25 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
     return backend
 
 
+def available_backends(device="cpu") -> tuple[str, ...]:
+    """The concrete backends that run on images on ``device`` on this machine
+    (``"auto"`` excluded): what the demo and the benchmarks iterate over."""
+    probe = torch.zeros(1, 1, 8, 8, device=device)
+    found = []
+    for name in BACKENDS[1:]:
+        try:
+            resolve_backend(name, probe)
+        except (RuntimeError, ValueError, TypeError):
+            continue
+        found.append(name)
+    return tuple(found)
+
+
 _MODULES = {"numpy": numpy_ref, "torch": torch_fft, "cpp": ext, "cuda": ext, "triton": triton_kernel}
 
 
 def _dispatch(a: _Args, backend: str, precision=None) -> torch.Tensor:
     name = resolve_backend(backend, a.x)
-    if a.x.numel() == 0:
-        return torch.empty(a.x.shape, dtype=a.x.dtype, device=a.x.device)
     impl = _MODULES[name].spectral_augment
     if name == "numpy" and a.x.requires_grad and torch.is_grad_enabled():
         # the reference computes in NumPy: autograd through a Function whose
@@ -220,9 +233,10 @@ def _dispatch(a: _Args, backend: str, precision=None) -> torch.Tensor:
         # and use the compiled CUDA (or eager) backend from then on
         if name != "triton" or backend != "auto":
             raise
-        _TRITON_BROKEN.append(f"{type(exc).__name__}: {exc}")
+        global _triton_failure
+        _triton_failure = f"{type(exc).__name__}: {exc}"
         warnings.warn(f"backend='auto': the Triton kernel failed on {a.x.device} "
-                      f"({_TRITON_BROKEN[0][:300]}); using the "
+                      f"({_triton_failure[:300]}); using the "
                       f"{'cuda' if ext.has_cuda() else 'torch'} backend from now on",
                       RuntimeWarning, stacklevel=3)
         return _dispatch(a, backend, precision)

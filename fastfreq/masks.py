@@ -1,6 +1,7 @@
-"""Mask curves and matrices in torch (eqs. 1-4, 13, 14), on any device/dtype.
+"""Mask matrices in torch (eqs. 1, 5, 11, 14) on any device/dtype, built from
+the curves of ``fastfreq.equations``.
 
-One definition shared by the eager backend, the modules and the PDM tools;
+Shared by the eager backend, the modules, the Triton kernel's tables and the PDM tools;
 ``tests/test_masks.py`` checks every function against ``fastfreq.reference``.
 """
 from __future__ import annotations
@@ -8,7 +9,10 @@ from __future__ import annotations
 import torch
 
 from . import _checks as chk
-from .reference import PAPER_BANDS
+from .constants import PAPER_BANDS
+# the curves (eqs. 2-4, 13), eq. 5's gain, eq. 11's std and the Hermitian rule
+from .equations import (BAND_CURVES, gain_from_mask, hermitian_rule, m_H, m_hill,  # noqa: F401
+                        m_L, m_M, m_step, nfd_hill, noise_std_from_control)
 
 
 def frequency_indices(H: int, W: int, *, device=None, dtype=torch.float32):
@@ -28,39 +32,6 @@ def radius(H: int, W: int, *, half: bool = False, device=None, dtype=torch.float
     return torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2).to(dtype)
 
 
-def m_step(s: torch.Tensor) -> torch.Tensor:
-    """Eq. 2."""
-    one = torch.ones_like(s)
-    return torch.where(s <= 0, one, torch.where(s <= 3, 1 - s / 3, torch.zeros_like(s)))
-
-
-def m_hill(s: torch.Tensor) -> torch.Tensor:
-    """Eq. 3."""
-    zero = torch.zeros_like(s)
-    return torch.where(s <= 0, zero,
-                       torch.where(s <= 3, s / 3,
-                                   torch.where(s <= 8, torch.ones_like(s),
-                                               torch.where(s <= 11, 1 - (s - 8) / 3, zero))))
-
-
-def m_L(s):
-    """Eq. 4, low-pass (band id 0)."""
-    return m_step(s - 1) + m_hill(s - 1)
-
-
-def m_M(s):
-    """Eq. 4, band-pass (band id 1)."""
-    return m_step(s - 1) + m_hill(s - 7)
-
-
-def m_H(s):
-    """Eq. 4, high-pass (band id 2), with the ``1 - m_step(s-13)`` reading."""
-    return m_step(s - 1) + 1 - m_step(s - 13)
-
-
-BAND_CURVES = (m_L, m_M, m_H)
-
-
 def band_masks(H: int, W: int, *, radius_scale: float = 1.0, half: bool = False,
                device=None, dtype=torch.float32) -> torch.Tensor:
     """The three mask matrices ``M_L, M_M, M_H`` (eq. 1) stacked: ``(3, H, W')``."""
@@ -74,15 +45,7 @@ def suppression_gain(band: torch.Tensor, alpha: torch.Tensor, H: int, W: int, *,
     """Eq. 5 gain per image, ``1 - alpha (1 - M_band)``: ``(B, H, W')``."""
     masks = band_masks(H, W, radius_scale=radius_scale, half=half,
                        device=alpha.device, dtype=alpha.dtype)
-    return 1 - alpha[:, None, None] * (1 - masks[band])
-
-
-def nfd_hill(s: torch.Tensor, a: float, b: float) -> torch.Tensor:
-    """Eq. 13."""
-    zero = torch.zeros_like(s)
-    return torch.where((s >= a - 1) & (s < a), s - a + 1,
-                       torch.where((s >= a) & (s < b), torch.ones_like(s),
-                                   torch.where((s >= b) & (s < b + 1), b - s + 1, zero)))
+    return gain_from_mask(alpha[:, None, None], masks[band])
 
 
 def nfd_band_masks(H: int, W: int, *, nfd_bands=PAPER_BANDS, half: bool = True,
@@ -103,18 +66,10 @@ def control_matrix(alpha_r: torch.Tensor, H: int, W: int, *, nfd_bands=PAPER_BAN
 def noise_std(alpha_r: torch.Tensor, H: int, W: int, sigma: float, *,
               nfd_bands=PAPER_BANDS, half: bool = True) -> torch.Tensor:
     """Eq. 11 standard deviation ``sqrt(sigma (1 - M))`` (``1 - M`` clipped at 0)."""
-    M = control_matrix(alpha_r, H, W, nfd_bands=nfd_bands, half=half)
-    return torch.sqrt(sigma * (1 - M).clamp_min(0))
+    return noise_std_from_control(sigma, control_matrix(alpha_r, H, W, nfd_bands=nfd_bands, half=half))
 
 
 def hermitian_half(noise: torch.Tensor, W: int) -> torch.Tensor:
     """Apply the Hermitian rule to a half-spectrum draw ``(..., H, W//2+1)``:
     in the self-conjugate columns row ``r > H/2`` takes row ``H - r``."""
-    H = noise.shape[-2]
-    rows = torch.arange(H, device=noise.device)
-    canon = torch.minimum(rows, (H - rows) % H)
-    cols = [0] + ([W // 2] if W % 2 == 0 else [])
-    out = noise.clone()
-    for k in cols:
-        out[..., :, k] = noise[..., canon, k]
-    return out
+    return hermitian_rule(noise, W)

@@ -17,12 +17,15 @@ Conventions
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
 from . import _checks as chk
 from .constants import BAND_IDS, DIR_EPS_REL, PAPER_BANDS  # noqa: F401  (re-exported)
+# the equations themselves, shared with the torch code (re-exported here)
+from .equations import (BAND_CURVES, direction, gain_from_mask, hermitian_rule,  # noqa: F401
+                        m_H, m_hill, m_L, m_M, m_step, nfd_hill, noise_std_from_control)
 
 
 # ---------------------------------------------------------------------------
@@ -48,42 +51,7 @@ def radius(H: int, W: int, *, half: bool = False) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # Power-suppression mask curves (eqs. 2-4) and matrices (eq. 1)
 # ---------------------------------------------------------------------------
-def m_step(s):
-    """Eq. 2: 1 for s <= 0, a ramp 1 - s/3 on (0, 3], 0 beyond."""
-    s = np.asarray(s, dtype=np.float64)
-    return np.where(s <= 0, 1.0, np.where(s <= 3, 1.0 - s / 3.0, 0.0))
-
-
-def m_hill(s):
-    """Eq. 3: ramp up on (0, 3], flat 1 on (3, 8], ramp down on (8, 11]."""
-    s = np.asarray(s, dtype=np.float64)
-    up = np.where((s > 0) & (s <= 3), s / 3.0, 0.0)
-    flat = np.where((s > 3) & (s <= 8), 1.0, 0.0)
-    down = np.where((s > 8) & (s <= 11), 1.0 - (s - 8.0) / 3.0, 0.0)
-    return up + flat + down
-
-
-def m_L(s):
-    """Eq. 4, low-pass curve ``"L"`` (band id 0)."""
-    s = np.asarray(s, dtype=np.float64)
-    return m_step(s - 1) + m_hill(s - 1)
-
-
-def m_M(s):
-    """Eq. 4, band-pass curve ``"M"`` (band id 1)."""
-    s = np.asarray(s, dtype=np.float64)
-    return m_step(s - 1) + m_hill(s - 7)
-
-
-def m_H(s):
-    """Eq. 4, high-pass curve ``"H"`` (band id 2), read as
-    ``m_step(s-1) + 1 - m_step(s-13)`` (the printed ``+ m_step(s-13)`` is
-    low-pass; see docs/paper-notes.md)."""
-    s = np.asarray(s, dtype=np.float64)
-    return m_step(s - 1) + 1.0 - m_step(s - 13)
-
-
-BAND_CURVES: tuple[Callable, Callable, Callable] = (m_L, m_M, m_H)
+# m_step, m_hill, m_L, m_M, m_H and BAND_CURVES: fastfreq/equations.py
 
 
 def mask_matrix(curve: Callable, H: int, W: int, *, radius_scale: float = 1.0,
@@ -106,7 +74,7 @@ def suppression_gain(band, alpha, H: int, W: int, *, radius_scale: float = 1.0,
     band, alpha = chk.np_band_alpha(band, alpha)
     masks = np.stack([band_mask(b, H, W, radius_scale=radius_scale, half=half)
                       for b in range(3)])
-    return 1.0 - alpha[:, None, None] * (1.0 - masks[band])
+    return gain_from_mask(alpha[:, None, None], masks[band])
 
 
 # ---------------------------------------------------------------------------
@@ -178,14 +146,6 @@ def aux_loss(open_ratio, beta, labelled, lam: float = 100.0) -> float:
 # ---------------------------------------------------------------------------
 # NFD (eqs. 11-14)
 # ---------------------------------------------------------------------------
-def nfd_hill(s, a: float, b: float):
-    """Eq. 13: the NFD "hill" curve with unit ramps below ``a`` and from ``b``."""
-    s = np.asarray(s, dtype=np.float64)
-    return np.where((s >= a - 1) & (s < a), s - a + 1.0,
-                    np.where((s >= a) & (s < b), 1.0,
-                             np.where((s >= b) & (s < b + 1), b - s + 1.0, 0.0)))
-
-
 def sample_control_weights(rng: np.random.Generator, batch: int, n_bands: int = 5) -> np.ndarray:
     """Control weights ``alpha_r`` (Section 3.3): one entry per image, chosen
     uniformly, is ``U(0, 1)``; every other entry is 0 or 1 with probability 1/2."""
@@ -213,28 +173,16 @@ def hermitian_from_half(noise_half: np.ndarray, W: int) -> np.ndarray:
     ``r > H/2`` copies row ``H - r``; the other half-spectrum entries are used
     as given, and the missing columns are their mirror images.
     """
-    g = np.array(noise_half, dtype=np.float64, copy=True)
-    H, Wh = g.shape[-2:]
+    H, Wh = np.shape(noise_half)[-2:]
     if Wh != W // 2 + 1:
         raise ValueError(f"noise: last dim must be W//2+1 = {W // 2 + 1}, got {Wh}")
+    g = hermitian_rule(np.asarray(noise_half, dtype=np.float64), W)
     rows = np.arange(H)
-    canon = np.minimum(rows, (H - rows) % H)
-    self_conj = [0] + ([W // 2] if W % 2 == 0 else [])
-    for k in self_conj:
-        g[..., :, k] = g[..., canon, k]
     full = np.empty(g.shape[:-1] + (W,), dtype=np.float64)
     full[..., :Wh] = g
     kx = np.arange(Wh, W)
     full[..., :, kx] = g[..., (-rows) % H, :][..., W - kx]
     return full
-
-
-def direction(Y: np.ndarray, eps) -> np.ndarray:
-    """``Dir c = c / |c|`` where ``|c| > eps``, else 1 (Section 3.1)."""
-    mag = np.abs(Y)
-    eps = np.asarray(eps, dtype=np.float64)
-    safe = np.where(mag > eps, mag, 1.0)
-    return np.where(mag > eps, Y / safe, 1.0 + 0j)
 
 
 def dir_eps(x: np.ndarray) -> np.ndarray:
@@ -247,8 +195,7 @@ def nfd_noise_std(alpha_r, H: int, W: int, sigma: float, *, nfd_bands=PAPER_BAND
 
     ``1 - M`` is clipped at 0: weights above 1 or overlapping bands could
     otherwise make the variance negative."""
-    M = control_matrix(alpha_r, H, W, nfd_bands=nfd_bands)
-    return np.sqrt(sigma * np.clip(1.0 - M, 0.0, None))
+    return noise_std_from_control(sigma, control_matrix(alpha_r, H, W, nfd_bands=nfd_bands))
 
 
 # ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import torch
 import fastfreq
 from fastfreq import reference as ref
 from fastfreq.backends import ext
+from fastfreq.backends import triton_kernel
 
 
 def test_three_dim_input_and_letter_band():
@@ -219,3 +220,53 @@ def test_cuda_compile_fullgraph():
         return torch.ops.fastfreq.spectral_augment(x, band, alpha, ar, noise, None, args[6], 1.0, 1.0) + 1
 
     torch.testing.assert_close(torch.compile(f, fullgraph=True)(*args[:5]), f(*args[:5]))
+
+
+# ---------------------------------------------------------------- Philox, bit for bit
+PHILOX_SEEDS = [0, 1, 42, 2 ** 32 - 1, 2 ** 32, 2 ** 63 - 1, -1, -2 ** 63, -123456789012345]
+PHILOX_COUNTERS = [0, 1, 2, 3, 4, 1000, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 7]
+
+
+@pytest.mark.skipif(not ext.available(), reason="fastfreq._C not built")
+def test_python_philox_words_equal_the_compiled_ones_bit_for_bit():
+    """fastfreq.philox (tensor ops) and csrc/spectral_common.h's
+    philox4x32_10 give the same four uint32 words for every (counter, seed),
+    and the same uniforms (uint_to_unit) for those words."""
+    from fastfreq import philox
+
+    for seed in PHILOX_SEEDS:
+        got = philox.philox4x32_10(torch.tensor(PHILOX_COUNTERS, dtype=torch.int64),
+                                   torch.tensor([seed]))
+        for i, c in enumerate(PHILOX_COUNTERS):
+            want = ext._C.philox_words(c, seed)
+            assert tuple(int(w[i]) for w in got) == want, (seed, c)
+            for w in want:
+                assert philox._unit(torch.tensor([w])).item() == ext._C.uint_to_unit(w)
+
+
+@pytest.mark.skipif(not triton_kernel.available(), reason="Triton not importable")
+def test_python_philox_words_equal_tritons_bit_for_bit():
+    """... and Triton's tl.randint4x (what the Triton kernel's tl.randn4x
+    draws from), compiled on a GPU, under the interpreter on CPU."""
+    import triton
+    import triton.language as tl
+
+    from fastfreq import philox
+
+    @triton.jit
+    def words(seed, out_ptr, N: tl.constexpr):
+        offs = tl.arange(0, N)
+        a, b, c, d = tl.randint4x(seed, offs.to(tl.uint64) + 4294967290)
+        tl.store(out_ptr + offs * 4 + 0, a)
+        tl.store(out_ptr + offs * 4 + 1, b)
+        tl.store(out_ptr + offs * 4 + 2, c)
+        tl.store(out_ptr + offs * 4 + 3, d)
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    N = 16
+    for seed in (0, 42, 2 ** 32 + 5, -7):
+        out = torch.empty(N * 4, dtype=torch.int32, device=dev)
+        words[(1,)](seed, out, N=N)
+        got = out.cpu().to(torch.int64) & 0xFFFFFFFF
+        want = philox.philox4x32_10(torch.arange(N, dtype=torch.int64) + 4294967290, torch.tensor([seed]))
+        assert torch.equal(got.reshape(N, 4), torch.stack(want, dim=1)), seed

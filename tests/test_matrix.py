@@ -320,3 +320,17 @@ def test_triton_float64():
         fastfreq.power_suppress(x, 0, 0.5, backend="triton")
     if torch.cuda.is_available():
         assert fastfreq.resolve_backend("auto", x.cuda()) != "triton"
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-6, 1e4])
+def test_assert_close_is_relative_to_the_output_scale(scale):
+    """The matrix's tolerance is relative to the reference's magnitude: an
+    error of 10x the tolerance is caught on tiny and on large images alike
+    (a floor at 1.0 once made it absolute on [0, 1] images)."""
+    want = scale * np.random.default_rng(0).random((2, 3, 8, 8))
+    tol = tolerance("torch", torch.float64)
+    ok = torch.from_numpy(want * (1 + 0.1 * tol))
+    assert_close(ok, want, torch.float64)
+    bad = torch.from_numpy(want + 10 * tol * np.abs(want).max())
+    with pytest.raises(AssertionError, match="max error"):
+        assert_close(bad, want, torch.float64)

@@ -309,7 +309,9 @@ class Trainer:
             raise NaNLossError(f"epoch {epoch + 1}: the loss became NaN/Inf; stopping. The last good "
                                f"checkpoint ({self.ckpt_path}, epoch {epoch}) is kept. Try a lower lr or lam.")
         self.sched.step()
-        return {"epoch": epoch + 1, "loss": s[0] / s[3], "aux": s[1] / s[3], "train_acc": 100 * s[2] / s[3],
+        # images: the number trained on in this epoch over ALL ranks (the all-reduced count)
+        return {"epoch": epoch + 1, "images": int(s[3]), "loss": s[0] / s[3], "aux": s[1] / s[3],
+                "train_acc": 100 * s[2] / s[3],
                 "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
                 "images_per_s": s[3] / (time.perf_counter() - t0)}
 

@@ -25,15 +25,21 @@ def _vgg_rows():
     return rows
 
 
+def _ablation(prefix: str, base: dict, full: str) -> dict:
+    """Table 3's ablation for a base setting: natural training, suppression,
+    NFD, both, and both with APS (extended attention, learnable labels)."""
+    return {
+        f"{prefix}-nat": dict(base),
+        f"{prefix}-sup": dict(base, ps=True),
+        f"{prefix}-nfd": dict(base, nfd=True),
+        f"{prefix}-both": dict(base, ps=True, nfd=True),
+        f"{prefix}-{full}": dict(base, ps=True, nfd=True, attention="extended", labels="learnable"),
+    }
+
+
 def _resnet_rows():
     base = dict(model="resnet18", lr=0.1, epochs=90)
-    rows = {
-        "t3-nat": dict(base),
-        "t3-sup": dict(base, ps=True),
-        "t3-nfd": dict(base, nfd=True),
-        "t3-both": dict(base, ps=True, nfd=True),
-        "t3-both+att": dict(base, ps=True, nfd=True, attention="extended", labels="learnable"),
-    }
+    rows = _ablation("t3", base, "both+att")
     for lam in (100, 50, 10, 2):
         rows[f"t4-fixed-l{lam}"] = dict(base, ps=True, nfd=True, attention="extended",
                                         labels="LMH=000", lam=float(lam))
@@ -47,13 +53,7 @@ def _cpu_rows():
     (16/32/64 channels) trained for 4 epochs, about 4 minutes per run on the
     2-core machine."""
     base = dict(model="narrow", lr=0.1, epochs=4, data="cifar10", batch_size=128)
-    rows = {
-        "cpu-nat": dict(base),
-        "cpu-sup": dict(base, ps=True),
-        "cpu-nfd": dict(base, nfd=True),
-        "cpu-both": dict(base, ps=True, nfd=True),
-        "cpu-aps+nfd": dict(base, ps=True, nfd=True, attention="extended", labels="learnable"),
-    }
+    rows = _ablation("cpu", base, "aps+nfd")
     for cfg in ("100", "010", "001"):
         rows[f"cpu-LMH={cfg}"] = dict(base, ps=True, attention="basic", labels=f"LMH={cfg}")
     return rows

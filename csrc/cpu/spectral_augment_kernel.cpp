@@ -29,12 +29,8 @@ namespace {
 FF_CPU_CLONES void fill_normals(int64_t first, int64_t count, uint64_t seed, float* out,
                                 float* scratch) {
   const int64_t g0 = first >> 2, groups = ((first + count + 3) >> 2) - g0;
-  for (int64_t j = 0; j < groups; ++j) {
-    const uint64_t g = static_cast<uint64_t>(g0 + j);
-    const U32x4 u = philox4x32_10(static_cast<uint32_t>(g), static_cast<uint32_t>(g >> 32), seed);
-    box_muller(u.x, u.y, scratch[4 * j], scratch[4 * j + 1]);
-    box_muller(u.z, u.w, scratch[4 * j + 2], scratch[4 * j + 3]);
-  }
+  for (int64_t j = 0; j < groups; ++j)
+    philox_normals4(static_cast<uint64_t>(g0 + j), seed, scratch + 4 * j);
   std::copy_n(scratch + (first - 4 * g0), count, out);
 }
 
@@ -68,13 +64,15 @@ FF_CPU_CLONES void apply_bins(double* Y, const double* gain, const double* scale
   apply_bins_impl(Y, gain, scale, g, eps, n);
 }
 
-// Hermitian rule on one plane's draws: rows r > H/2 of the self-conjugate
-// columns take row H - r.
+// The Hermitian rule (canonical_row) on one plane's draws, in place: only the
+// self-conjugate columns k = 0 and k = W/2 (even W) have rows that move.
 template <typename T>
 void apply_hermitian_rule(T* g, int H, int W, int Wh) {
-  for (int r = H / 2 + 1; r < H; ++r) {
-    g[static_cast<int64_t>(r) * Wh] = g[static_cast<int64_t>(H - r) * Wh];
-    if (W % 2 == 0) g[static_cast<int64_t>(r) * Wh + W / 2] = g[static_cast<int64_t>(H - r) * Wh + W / 2];
+  for (int k = 0; k < Wh; k += (W % 2 == 0 && W / 2 > 0) ? W / 2 : Wh) {
+    for (int r = 0; r < H; ++r) {
+      const int src = canonical_row(r, k, H, W);
+      if (src != r) g[static_cast<int64_t>(r) * Wh + k] = g[static_cast<int64_t>(src) * Wh + k];
+    }
   }
 }
 
@@ -124,12 +122,12 @@ class Augmenter {
       const T* ar = alpha_r_ + b * p_.n_bands;
       for (int j = 0; j < p_.n_bands; ++j) bad |= !(ar[j] >= T(0) && ar[j] <= T(1));
       if (!bad) {
-        std::fill(scale_.begin(), scale_.end(), T(0));
-        for (int j = 0; j < p_.n_bands; ++j) {
-          const T* h = hills_.data() + j * bins_;
-          for (int64_t i = 0; i < bins_; ++i) scale_[i] += ar[j] * h[i];
+        const T* hills = hills_.data();
+        const int64_t stride = bins_;
+        for (int64_t i = 0; i < bins_; ++i) {
+          const T M = control_value(ar, p_.n_bands, [&](int j) { return hills[j * stride + i]; });
+          scale_[i] = std_from_control(p_.sigma, M);
         }
-        for (int64_t i = 0; i < bins_; ++i) scale_[i] = std_from_control(p_.sigma, scale_[i]);
       }
     }
     if (bad) {

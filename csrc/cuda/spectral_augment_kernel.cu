@@ -15,10 +15,13 @@
 namespace fastfreq {
 namespace {
 
+// Threads per block. The kernel works for any blockDim.x <= kThreads (the
+// reduction treats missing threads as zeros); __launch_bounds__ makes a larger
+// launch fail with an error instead of writing past `partial`.
 constexpr int kThreads = 256;
 
 template <typename T>
-__global__ void augment_planes_kernel(T* __restrict__ Y, const T* __restrict__ x,
+__global__ void __launch_bounds__(kThreads) augment_planes_kernel(T* __restrict__ Y, const T* __restrict__ x,
                                       const int64_t* __restrict__ band,
                                       const T* __restrict__ alpha, const T* __restrict__ alpha_r,
                                       const T* __restrict__ noise,
@@ -36,7 +39,8 @@ __global__ void augment_planes_kernel(T* __restrict__ Y, const T* __restrict__ x
   partial[threadIdx.x] = acc;
   __syncthreads();
   for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
-    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+    if (threadIdx.x < stride && threadIdx.x + stride < blockDim.x)
+      partial[threadIdx.x] += partial[threadIdx.x + stride];
     __syncthreads();
   }
   const T eps = partial[0] * static_cast<T>(kDirEpsRel);
@@ -59,15 +63,18 @@ __global__ void augment_planes_kernel(T* __restrict__ Y, const T* __restrict__ x
   for (int64_t i = threadIdx.x; i < plane_bins; i += blockDim.x) {
     const int r = static_cast<int>(i / Wh), k = static_cast<int>(i % Wh);
     const T s = bin_radius<T>(r, k, H);
-    const T gain =
-        p.has_ps ? suppression_gain(band_b, alpha_b, s * static_cast<T>(p.inv_radius_scale)) : T(1);
+    const T gain = p.has_ps ? gain_from_mask(alpha_b, band_curve(band_b, s * static_cast<T>(p.inv_radius_scale)))
+                            : T(1);
     T n = T(0);
     if (p.has_nfd) {
       const int rc = canonical_row(r, k, H, W);
       const T g = noise != nullptr
                       ? noise[plane * plane_bins + static_cast<int64_t>(rc) * Wh + k]
                       : static_cast<T>(normal_at(noise_index(plane * H + rc, k, Wh), seed_v));
-      n = nfd_std(ar, p, s) * g;
+      const T M = control_value(ar, p.n_bands, [&](int j) {
+        return nfd_hill(s, static_cast<T>(p.band_a[j]), static_cast<T>(p.band_b[j]));
+      });
+      n = std_from_control(p.sigma, M) * g;
     }
     T re = Yp[2 * i], im = Yp[2 * i + 1];
     // 1/(H W) of the inverse FFT folded in (Dir is scale-invariant, so gain,

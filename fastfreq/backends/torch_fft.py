@@ -8,6 +8,7 @@ import torch
 
 from .. import masks
 from ..constants import DIR_EPS_REL
+from ..equations import direction
 from ..philox import philox_normal
 from ._contract import bad_images, valid_stand_ins
 
@@ -19,6 +20,8 @@ def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_ba
     Without ``noise``: the kernels' Philox draw for ``seed`` when given (so
     a compiled-backend draw can be replayed), else ``torch.randn`` from
     ``generator``."""
+    if x.numel() == 0:  # torch.fft refuses empty batches on CPU (MKL/pocketfft)
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     xf = x.to(compute)
     H, W = x.shape[-2:]
@@ -36,10 +39,7 @@ def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_ba
         G = masks.hermitian_half(noise.to(compute), W)
         std = masks.noise_std(alpha_r.to(compute), H, W, sigma, nfd_bands=nfd_bands)
         eps = DIR_EPS_REL * xf.abs().sum(dim=(-2, -1), keepdim=True)
-        mag = X.abs()
-        direction = torch.where(mag > eps, X / torch.where(mag > eps, mag, 1),
-                                torch.ones_like(X))
-        X = X + (std[:, None] * G) * direction
+        X = X + (std[:, None] * G) * direction(X, eps)
     out = torch.fft.irfft2(X, s=(H, W))
     if bad is not None:
         out = torch.where(bad[:, None, None, None], float("nan"), out)

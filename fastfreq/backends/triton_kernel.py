@@ -189,6 +189,30 @@ if triton is not None:
             return v
 
     @triton.jit
+    def _canonical_row(r, k, H, W):
+        """The Hermitian rule: in the self-conjugate columns (k = 0, and W/2
+        for even W) a row r > H/2 uses the draw of row H - r."""
+        return tl.where(((k == 0) | (2 * k == W)) & (2 * r > H), H - r, r)
+
+    @triton.jit
+    def _gain_from_mask(alpha, m):
+        """Eq. 5's gain 1 - alpha (1 - M), as (1 - alpha) + alpha M."""
+        return (1.0 - alpha) + alpha * m
+
+    @triton.jit
+    def _std_from_control(sigma, M):
+        """Eq. 11's standard deviation sqrt(sigma (1 - M)), 1 - M clipped at 0."""
+        return tl.sqrt(tl.maximum(sigma - sigma * M, 0.0))
+
+    @triton.jit
+    def _add_along_dir(yr, yi, n, eps):
+        """Z = Y + n Dir(Y), Dir(Y) = Y / |Y| where |Y| > eps, else 1 (one rsqrt)."""
+        m2 = yr * yr + yi * yi
+        defined = m2 > eps * eps
+        inv = tl.math.rsqrt(tl.where(defined, m2, 1.0))
+        return yr + n * tl.where(defined, yr * inv, 1.0), yi + n * tl.where(defined, yi * inv, 0.0)
+
+    @triton.jit
     def _noise_tile(seed, plane, H, W, G, HP: tl.constexpr, WHP: tl.constexpr,
                     NG: tl.constexpr):
         """Standard normal draws of one plane's (HP, WHP) half-spectrum tile.
@@ -204,8 +228,7 @@ if triton is not None:
         flat = tl.reshape(tl.join(tl.join(n0, n2), tl.join(n1, n3)), (4 * NG,))
         r = tl.arange(0, HP)[:, None]
         k = tl.arange(0, WHP)[None, :]
-        rc = tl.where(((k == 0) | (2 * k == W)) & (2 * r > H) & (r < H), H - r, r)
-        idx = tl.where((r < H) & (k < 4 * G), rc * (4 * G) + k, 0)
+        idx = tl.where((r < H) & (k < 4 * G), _canonical_row(r, k, H, W) * (4 * G) + k, 0)
         g = tl.gather(flat, tl.reshape(idx, (HP * WHP,)), 0)
         return tl.reshape(g, (HP, WHP))
 
@@ -255,7 +278,7 @@ if triton is not None:
             alpha = tl.load(alpha_ptr + b).to(tl.float32)
             bad = bad | (band < 0) | (band > 2) | ~((alpha >= 0.0) & (alpha <= 1.0))
             m = tl.load(masks_ptr + tl.where(bad, 0, band) * (HP * WHP) + tab)
-            gain = (1.0 - alpha) + alpha * m           # 1 - alpha (1 - M_band), eq. 5
+            gain = _gain_from_mask(alpha, m)
             yr = yr * gain
             yi = yi * gain
         if HAS_NFD:
@@ -264,21 +287,14 @@ if triton is not None:
                 w_i = tl.load(ar_ptr + b * N_BANDS + i).to(tl.float32)
                 bad = bad | ~((w_i >= 0.0) & (w_i <= 1.0))
                 M += w_i * tl.load(hills_ptr + i * (HP * WHP) + tab)
-            std = tl.where(valid, tl.sqrt(tl.maximum(sigma - sigma * M, 0.0)), 0.0)   # eq. 11
+            std = tl.where(valid, _std_from_control(sigma, M), 0.0)
             if NOISE_IN_KERNEL:
                 g = _noise_tile(tl.load(seed_ptr), plane, H, W, G, HP, WHP, NG)
             else:
-                self_conj = (k == 0) | (2 * k == W)
-                rc = tl.where(self_conj & (2 * r > H), H - r, r)
+                rc = _canonical_row(r, k, H, W)
                 g = tl.load(noise_ptr + plane * H * Wh + rc * Wh + k, mask=valid, other=0.0)
                 g = g.to(tl.float32)
-            n = std * g
-            # Dir(Y) = Y / |Y| where |Y| > eps, else 1 (eq. 10)
-            m2 = yr * yr + yi * yi
-            defined = m2 > eps * eps
-            inv = tl.math.rsqrt(tl.where(defined, m2, 1.0))
-            yr = yr + n * tl.where(defined, yr * inv, 1.0)
-            yi = yi + n * tl.where(defined, yi * inv, 0.0)
+            yr, yi = _add_along_dir(yr, yi, std * g, eps)
         # the padding of the tile is already zero: the zero-padded twiddles give
         # Y = 0 there and the noise is masked by std = 0
         zr = _to_tf32(yr, ROUND_TF32)
