@@ -8,7 +8,7 @@ against.
 """
 from . import masks, reference
 from .functional import BACKENDS, nfd, power_suppress, resolve_backend, spectral_augment
-from .reference import PAPER_BANDS
+from .constants import PAPER_BANDS
 
 __version__ = "0.1.0"
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _checks as chk
 from . import reference as ref
+from .constants import PAPER_BANDS
 
 
 def _cumulative_coverage(b: float, dH: np.ndarray) -> float:
@@ -58,7 +59,7 @@ def band_coverage(bands, H: int, W: int) -> np.ndarray:
 
 def paper_band_coverage_table(sizes=((32, 32), (40, 40), (64, 64))) -> dict:
     """Coverage of the paper's bands and of the equal-coverage bands per size."""
-    return {f"{H}x{W}": {"paper": band_coverage(ref.PAPER_BANDS, H, W).round(4).tolist(),
+    return {f"{H}x{W}": {"paper": band_coverage(PAPER_BANDS, H, W).round(4).tolist(),
                          "equal": band_coverage(equal_coverage_bands(H, W), H, W).round(4).tolist()}
             for H, W in sizes}
 

@@ -21,6 +21,7 @@ import torch
 from . import functional as FF
 from . import reference as ref
 from .backends import ext
+from .constants import PAPER_BANDS
 from .figures import nfd_grid, power_suppression_grid
 from .samples import sample_batch
 
@@ -39,7 +40,7 @@ def equivalence_table(x: torch.Tensor, seed: int = 0):
     B, C, H, W = x.shape
     band = np.arange(B) % 3
     alpha = g.random(B)
-    alpha_r = g.random((B, len(ref.PAPER_BANDS)))
+    alpha_r = g.random((B, len(PAPER_BANDS)))
     noise = g.standard_normal((B, C, H, W // 2 + 1))
     want = ref.spectral_augment(x.double().numpy(), band, alpha, alpha_r, noise)
     rows = []

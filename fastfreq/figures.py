@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from . import functional as FF
-from .reference import PAPER_BANDS
+from .constants import PAPER_BANDS
 
 
 def _to_hwc(img: torch.Tensor) -> np.ndarray:
