@@ -121,6 +121,13 @@ def band_shares(hist: torch.Tensor, *, centred: bool = True, radius_scale: float
             "H": float(h[r >= hi].sum() / total)}
 
 
+def flat_channels(resp: torch.Tensor) -> list[bool]:
+    """Per output channel: whether its response does not vary with the probe
+    (e.g. a ReLU channel that never fires); its normalised map is all 0."""
+    spread = resp.flatten(1).double().std(dim=1)
+    return (spread <= 1e-7 * resp.abs().max().double().clamp_min(1e-30)).tolist()
+
+
 def _extent(H: int, W: int):
     """imshow extent of a centred (H, W) spectrum: frequency indices on the axes."""
     return [-(W // 2) - 0.5, (W - 1) // 2 + 0.5, (H - 1) // 2 + 0.5, -(H // 2) - 0.5]
@@ -164,12 +171,11 @@ def plot_histogram(hist: torch.Tensor, path: str, title: str = "", resp: torch.T
     draw_histogram(fig, axes[0, 0], hist, title or "response histogram")
     if n:
         maps = torch.fft.fftshift(normalise_responses(resp).mean(dim=1), dim=(-2, -1))
-        spread = resp[:n].flatten(1).std(dim=1)
+        flat = flat_channels(resp)
         for k in range(n):
             ax = axes[k // 8, 1 + k % 8]
             ax.imshow(maps[k].cpu().numpy(), cmap="gray", vmin=0, vmax=1, extent=_extent(H, W))
-            flat = bool(spread[k] <= 1e-7 * resp[:n].abs().max().clamp_min(1e-30))
-            ax.set_title(f"channel {k}" + (" (flat)" if flat else ""), fontsize=7)
+            ax.set_title(f"channel {k}" + (" (flat)" if flat[k] else ""), fontsize=7)
     for ax in axes.ravel()[1:]:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -195,4 +201,4 @@ def analyse(first_block, C: int, H: int, W: int, path: str | None = None, *, t: 
 
 
 __all__ = ["channel_pdms", "frequency_response", "normalise_responses", "response_histogram",
-           "band_shares", "draw_histogram", "plot_histogram", "analyse", "REGION_EDGES"]
+           "band_shares", "draw_histogram", "flat_channels", "plot_histogram", "analyse", "REGION_EDGES"]

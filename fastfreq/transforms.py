@@ -122,10 +122,9 @@ def _clamp_arg(clamp):
         return None
     if clamp is True:
         return (0.0, 1.0)
-    try:
-        lo, hi = (chk.finite_float(v, "clamp") for v in clamp)
-    except TypeError:
-        raise TypeError(f"clamp: expected a bool or a (lo, hi) pair, got {clamp!r}") from None
+    if isinstance(clamp, (str, bytes)) or not hasattr(clamp, "__len__") or len(clamp) != 2:
+        raise TypeError(f"clamp: expected a bool or a (lo, hi) pair, got {clamp!r}")
+    lo, hi = (chk.finite_float(v, "clamp") for v in clamp)
     if not lo < hi:
         raise ValueError(f"clamp: expected lo < hi, got {clamp!r}")
     return (lo, hi)

@@ -56,3 +56,22 @@ def test_sdist_builds_a_wheel_that_installs_and_runs(tmp_path):
     for script, args in (("fastfreq-train", ["list"]), ("fastfreq-bench", ["--help"])):
         out = _run([str(site / "bin" / script), *args], env=env, cwd=tmp_path)
         assert out.stdout.strip()
+
+
+def test_cuda_part_needs_the_cuda_runtime_library(tmp_path):
+    """nvcc on PATH but no libcudart.so: once CUDA was enabled and the link
+    failed after minutes (`cannot find -lcudart`); now a CPU build with a note."""
+    fake = tmp_path / "cuda"
+    (fake / "bin").mkdir(parents=True)
+    (fake / "bin" / "nvcc").write_text("#!/bin/sh\necho fake nvcc\n")
+    (fake / "bin" / "nvcc").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "FASTFREQ_CUDA"}
+    env.update(CUDA_HOME=str(fake), PATH=f"{fake / 'bin'}:/usr/bin:/bin")
+    out = _run([sys.executable, "setup.py", "--version"], env=env, cwd=ROOT)
+    assert "nvcc found but no libcudart.so" in out.stdout and "CUDA no" in out.stdout
+    (fake / "lib64").mkdir()
+    (fake / "lib64" / "libcudart.so").write_text("")
+    out = _run([sys.executable, "setup.py", "--version"], env=env, cwd=ROOT)
+    import torch
+    want = "CUDA yes" if torch.version.cuda else "CUDA no"
+    assert want in out.stdout and "no libcudart.so" not in out.stdout

@@ -1,5 +1,6 @@
 """PDM frequency response, histograms, band shares and equal-coverage bands."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -106,3 +107,29 @@ def test_equal_coverage_bad_tolerance_is_refused_not_a_hang(tol):
     message. (The bisection is also capped at 200 halvings.)"""
     with pytest.raises(ValueError, match="tol: expected a number in"):
         equal_coverage_bands(40, 40, tol=tol)
+
+
+def test_pdm_figure_has_colourbar_region_borders_and_flat_channels(tmp_path):
+    """The figures once had no colourbar, no L/M/H borders and all-black
+    channels without a word."""
+    from matplotlib.patches import Circle
+
+    from fastfreq import pdm
+    from fastfreq.figures import subplots
+
+    hist = torch.rand(32, 32)
+    fig, ax = subplots(1, 1, figsize=(3, 3))
+    pdm.draw_histogram(fig, ax, hist, "run")
+    assert len(fig.axes) == 2                                  # the image and its colourbar
+    radii = sorted(p.get_radius() for p in ax.patches if isinstance(p, Circle))
+    assert radii == list(pdm.REGION_EDGES)
+    s = pdm.band_shares(hist)
+    assert ax.get_title().startswith("run") and f"L {s['L']:.2f}" in ax.get_title()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+    with torch.no_grad():
+        net[0].bias[0] = -1e3
+        net[0].bias[1:] = 1.0                                   # the others always fire                                   # channel 0 never fires
+    out = pdm.analyse(net, 3, 8, 8, str(tmp_path / "pdm.png"))
+    assert os.path.getsize(out["figure"]) > 0
+    assert pdm.flat_channels(out["responses"])[0] and not any(pdm.flat_channels(out["responses"])[1:])

@@ -35,7 +35,7 @@ def nfd_vjp(grad, x, band, alpha, alpha_r, noise, seed, nfd_bands, sigma, radius
 def register(op_name: str, ps_only_call, n_extra: int = 0):
     """Register the backward of the op ``op_name``, whose first nine arguments
     are the C++ schema's ``(x, band, alpha, alpha_r, noise, seed, nfd_edges,
-    sigma, radius_scale)``; ``ps_only_call(grad, ctx)`` applies the forward's
+    sigma, radius_scale)``; ``ps_only_call(grad, band, alpha, ctx)`` applies the forward's
     suppression to ``grad``. ``n_extra`` more non-tensor arguments follow."""
 
     def setup_context(ctx, inputs, output):
