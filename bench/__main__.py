@@ -106,8 +106,12 @@ def throughput(a) -> dict:
 
 def e2e(a) -> dict:
     """Training throughput of one epoch with and without on-device augmentation."""
-    from train.engine import Trainer
-    from train.presets import get_preset
+    if __package__ == "fastfreq.bench":  # installed: train/ is fastfreq.train
+        from fastfreq.train.engine import Trainer
+        from fastfreq.train.presets import get_preset
+    else:  # a checkout: python -m bench
+        from train.engine import Trainer
+        from train.presets import get_preset
 
     gpu = torch.cuda.is_available() and a.device != "cpu"
     model = "resnet18" if gpu else "tiny"
@@ -120,6 +124,7 @@ def e2e(a) -> dict:
             t = Trainer(cfg, runs, progress=False)
             t.train_epoch(0)  # warm-up epoch (allocations, cuDNN autotune)
             stats = t.train_epoch(1)
+            t.lock.release()
             out[label] = stats["images_per_s"]
             print(f"{model} {label}: {stats['images_per_s']:,.0f} images/s")
     overhead = 100 * (out["no augmentation"] / out["PS + NFD"] - 1)

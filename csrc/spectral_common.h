@@ -2,7 +2,7 @@
 // each equation (Python's is fastfreq/equations.py). Everything here is a
 // HOST_DEVICE inline function, and the CPU kernel calls every function the
 // CUDA kernel calls (canonical_row, band_curve, gain_from_mask, nfd_hill,
-// control_value, std_from_control, augment_bin, philox_normals4 via normal_at
+// control_step, std_from_control, augment_bin, philox_normals4 via normal_at
 // and fill_normals), so the CPU tests exercise the code the GPU runs.
 #pragma once
 
@@ -99,14 +99,13 @@ FF_HD T std_from_control(double sigma, T M) {
   return std::sqrt(v > T(0) ? v : T(0));
 }
 
-// Eq. 14 at one bin: M = sum_i alpha_r[i] M_i, where hill(i) gives M_i at
-// this bin (nfd_hill evaluated on the spot on the GPU, read from a per-thread
-// table on the CPU). The same summation order everywhere.
-template <typename T, typename HillAt>
-FF_HD T control_value(const T* alpha_r, int n_bands, HillAt hill) {
-  T M = T(0);
-  for (int i = 0; i < n_bands; ++i) M += alpha_r[i] * hill(i);
-  return M;
+// Eq. 14, M = sum_i alpha_r[i] M_i, accumulated one band at a time from 0
+// (the same order on CPU and GPU): M <- control_step(M, alpha_r[i], M_i). The
+// GPU evaluates M_i = nfd_hill(...) per bin; the CPU reads it from a
+// per-thread table and runs the step over a whole row (vectorised).
+template <typename T>
+FF_HD T control_step(T M, T weight, T hill) {
+  return M + weight * hill;
 }
 
 // Y = g X; Z = Y + n Dir(Y), with Dir(c) = c/|c| if |c| > eps else 1.

@@ -122,12 +122,12 @@ class Augmenter {
       const T* ar = alpha_r_ + b * p_.n_bands;
       for (int j = 0; j < p_.n_bands; ++j) bad |= !(ar[j] >= T(0) && ar[j] <= T(1));
       if (!bad) {
-        const T* hills = hills_.data();
-        const int64_t stride = bins_;
-        for (int64_t i = 0; i < bins_; ++i) {
-          const T M = control_value(ar, p_.n_bands, [&](int j) { return hills[j * stride + i]; });
-          scale_[i] = std_from_control(p_.sigma, M);
+        std::fill(scale_.begin(), scale_.end(), T(0));
+        for (int j = 0; j < p_.n_bands; ++j) {
+          const T* h = hills_.data() + j * bins_;
+          for (int64_t i = 0; i < bins_; ++i) scale_[i] = control_step(scale_[i], ar[j], h[i]);
         }
+        for (int64_t i = 0; i < bins_; ++i) scale_[i] = std_from_control(p_.sigma, scale_[i]);
       }
     }
     if (bad) {

@@ -71,9 +71,9 @@ __global__ void __launch_bounds__(kThreads) augment_planes_kernel(T* __restrict_
       const T g = noise != nullptr
                       ? noise[plane * plane_bins + static_cast<int64_t>(rc) * Wh + k]
                       : static_cast<T>(normal_at(noise_index(plane * H + rc, k, Wh), seed_v));
-      const T M = control_value(ar, p.n_bands, [&](int j) {
-        return nfd_hill(s, static_cast<T>(p.band_a[j]), static_cast<T>(p.band_b[j]));
-      });
+      T M = T(0);
+      for (int j = 0; j < p.n_bands; ++j)
+        M = control_step(M, ar[j], nfd_hill(s, static_cast<T>(p.band_a[j]), static_cast<T>(p.band_b[j])));
       n = std_from_control(p.sigma, M) * g;
     }
     T re = Yp[2 * i], im = Yp[2 * i + 1];
