@@ -3,7 +3,8 @@
 
     python -m train.reproduce --shared ../shared/data --epochs 4 --seeds 0 1
 
-1. builds ``data/cifar-10-batches-py`` from the shared JPEG archive (once);
+1. builds ``<out>/data/cifar-10-batches-py`` from the shared JPEG archive
+   (once; ``--data-root`` points at an existing copy instead);
 2. runs the cpu-* presets (nat., PS, NFD, both, APS+NFD with 2+ seeds; the
    three "LMH" configurations with one) on the full training split, resuming
    unfinished runs;
@@ -32,7 +33,9 @@ MAIN = ["cpu-nat", "cpu-sup", "cpu-nfd", "cpu-both", "cpu-aps+nfd"]
 LMH = ["cpu-LMH=100", "cpu-LMH=010", "cpu-LMH=001"]
 
 
-def ensure_cifar(shared: str, root: str = "data") -> str:
+def ensure_cifar(shared: str, root: str) -> str:
+    """``root`` holding cifar-10-batches-py, built there from the shared archive
+    when missing (root is under --out unless the user named it)."""
     if not os.path.exists(os.path.join(root, "cifar-10-batches-py", "test_batch")):
         builder = os.path.join(shared, "build_cifar10.py")
         if not os.path.exists(builder):
@@ -58,8 +61,10 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--out", default="out/reproduce")
+    ap.add_argument("--data-root", help="folder holding an existing cifar-10-batches-py/ (default: "
+                    "built under <out>/data)")
     a = ap.parse_args(argv)
-    root = ensure_cifar(a.shared)
+    root = ensure_cifar(a.shared, a.data_root or os.path.join(a.out, "data"))
     c_root = os.path.join(a.shared, "CIFAR-10-C-sample")
     runs_dir = os.path.join(a.out, "runs")
     jobs = [(p, s) for p in MAIN for s in a.seeds] + [(p, a.seeds[0]) for p in LMH]
