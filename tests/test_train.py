@@ -243,3 +243,19 @@ def test_progress_lines_in_a_log(capfd, monkeypatch):
         bar.set_postfix(loss="0.5")
     err = capfd.readouterr().err
     assert "epoch 1/1: 1/3 batch" in err and "epoch 1/1: 3/3 batch" in err and "loss=0.5" in err
+
+
+@pytest.mark.slow
+def test_a_run_writes_only_under_out(tmp_path):
+    """`train run --out X` once wrote its generated data to ./out/data (162 MB);
+    started from an empty folder, everything it writes is under X."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    out = subprocess.run([sys.executable, "-m", "train", "run", "--preset", "demo-nat", "--epochs", "1",
+                          "--n-train", "64", "--n-test", "16", "--device", "cpu",
+                          "--out", str(tmp_path / "runs")],
+                         cwd=cwd, env=dict(os.environ, PYTHONPATH=ROOT, MPLCONFIGDIR=str(tmp_path / "mpl")),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert os.listdir(cwd) == []
+    assert sorted(os.listdir(tmp_path / "runs")) == ["data", "demo-nat-s0"]
