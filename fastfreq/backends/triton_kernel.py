@@ -228,7 +228,8 @@ if triton is not None:
         flat = tl.reshape(tl.join(tl.join(n0, n2), tl.join(n1, n3)), (4 * NG,))
         r = tl.arange(0, HP)[:, None]
         k = tl.arange(0, WHP)[None, :]
-        idx = tl.where((r < H) & (k < 4 * G), _canonical_row(r, k, H, W) * (4 * G) + k, 0)
+        rc = _canonical_row(r, k, H, W)
+        idx = tl.where((r < H) & (k < 4 * G), rc * (4 * G) + k, 0)
         g = tl.gather(flat, tl.reshape(idx, (HP * WHP,)), 0)
         return tl.reshape(g, (HP, WHP))
 
