@@ -62,12 +62,13 @@ def aggregate(runs: dict, baseline: str | None = None) -> list[dict]:
         rel = (_ms([relative_mce({n: r["corruption_acc"][n] for n in names}, base_mean) for r in rs])
                if names and baseline is not None else (float("nan"), 0.0))
         unn = _ms([100 - rob(r) for r in rs])
-        is_base = preset == baseline or baseline is None  # absolute values
+        is_base = preset == baseline
+        absolute = is_base or baseline is None
         shares = [r.get("pdm", {}).get("band_shares") for r in rs if r.get("pdm")]
         rows.append({
-            "preset": preset, "runs": len(rs), "baseline": is_base,
-            "clean": clean[0] if is_base else clean[0] - b_clean, "clean_std": clean[1],
-            "rob": robv[0] if is_base else robv[0] - b_rob, "rob_std": robv[1],
+            "preset": preset, "runs": len(rs), "baseline": is_base, "absolute": absolute,
+            "clean": clean[0] if absolute else clean[0] - b_clean, "clean_std": clean[1],
+            "rob": robv[0] if absolute else robv[0] - b_rob, "rob_std": robv[1],
             "rob15": float("nan"), "rob15_std": 0.0,
             "mce_rel": rel[0], "mce_rel_std": rel[1], "mce_unnorm": unn[0], "mce_unnorm_std": unn[1],
             "corruption_set": corruption_set,
@@ -78,20 +79,20 @@ def aggregate(runs: dict, baseline: str | None = None) -> list[dict]:
         })
         if has15:
             r15 = _ms([rob(r, BENCHMARK_15) for r in rs])
-            rows[-1].update(rob15=r15[0] if is_base else r15[0] - b_rob15, rob15_std=r15[1])
+            rows[-1].update(rob15=r15[0] if absolute else r15[0] - b_rob15, rob15_std=r15[1])
     rows.sort(key=lambda r: (not r["baseline"], r["preset"]))
-    if baseline is None:
-        for r in rows:
-            r["baseline"] = False
-            r["absolute"] = True
     return rows
 
 
+def _spread(m: float, s: float, runs: int, digits: int = 2, signed: bool = False) -> str:
+    """``m +- s`` over seeds; a single seed has no spread, so none is printed."""
+    v = f"{m:+.{digits}f}" if signed else f"{m:.{digits}f}"
+    return v if runs < 2 else f"{v} +- {s:.{digits}f}"
+
+
 def _cell(m: float, s: float, runs: int, absolute: bool) -> str:
-    """``m +- s`` over seeds; one seed has no spread, so none is printed."""
-    v = f"{m:.2f}" if absolute else f"{m:+.2f}"
-    v = v if runs < 2 else f"{v} +- {s:.2f}"
-    return f"({v})" if absolute else v
+    """Absolute values in parentheses, differences from the baseline signed."""
+    return f"({_spread(m, s, runs)})" if absolute else _spread(m, s, runs, signed=True)
 
 
 def to_markdown(rows: list[dict]) -> str:
@@ -109,18 +110,15 @@ def to_markdown(rows: list[dict]) -> str:
              + " | mCE (rel.) | mCE (unnorm.) | PDM share L/M/H |",
              "|---|---|---|---|---|---|---|" + ("---|" if has15 else "")]
     for r in rows:
-        absolute = r["baseline"] or r.get("absolute", False)
-
-        def fmt(m, s, r=r, absolute=absolute):
-            return _cell(m, s, r["runs"], absolute)
-        lines.append(f"| {r['preset']} | {r['runs']} | {fmt(r['clean'], r['clean_std'])} | "
-                     f"{fmt(r['rob'], r['rob_std'])} | "
-                     + (f"{fmt(r['rob15'], r['rob15_std'])} | " if has15 else "")
-                     + (f"{r['mce_rel']:.1f}" + (f" +- {r['mce_rel_std']:.1f}" if r["runs"] > 1 else "")
-                        if np.isfinite(r["mce_rel"]) else "-") + " | "
-                     + f"{r['mce_unnorm']:.2f}" + (f" +- {r['mce_unnorm_std']:.2f}" if r["runs"] > 1 else "")
-                     + " | "
-                     f"{r['share_L']:.2f}/{r['share_M']:.2f}/{r['share_H']:.2f} |")
+        n, a = r["runs"], r["absolute"]
+        cells = [r["preset"], str(n), _cell(r["clean"], r["clean_std"], n, a),
+                 _cell(r["rob"], r["rob_std"], n, a)]
+        if has15:
+            cells.append(_cell(r["rob15"], r["rob15_std"], n, a))
+        cells.append(_spread(r["mce_rel"], r["mce_rel_std"], n, 1) if np.isfinite(r["mce_rel"]) else "-")
+        cells.append(_spread(r["mce_unnorm"], r["mce_unnorm_std"], n))
+        cells.append(f"{r['share_L']:.2f}/{r['share_M']:.2f}/{r['share_H']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
