@@ -38,4 +38,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
       "Philox4x32-10 words of counter (counter, 0, 0, 0) and the 64-bit key seed");
   m.def("uint_to_unit", &fastfreq::uint_to_unit, "uint32 -> [0, 1) as tl.rand does");
+  m.def(
+      "normal_at",
+      [](int64_t index, int64_t seed) { return fastfreq::normal_at(index, static_cast<uint64_t>(seed)); },
+      "The normal draw at a stream position (what the CUDA kernel draws per bin)");
 }

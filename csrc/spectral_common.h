@@ -1,9 +1,10 @@
 // Per-frequency math of the fused spectral augmentation: the one C++ copy of
 // each equation (Python's is fastfreq/equations.py). Everything here is a
-// HOST_DEVICE inline function, and the CPU kernel calls every function the
-// CUDA kernel calls (canonical_row, band_curve, gain_from_mask, nfd_hill,
-// control_step, std_from_control, augment_bin, philox_normals4 via normal_at
-// and fill_normals), so the CPU tests exercise the code the GPU runs.
+// HOST_DEVICE inline function. The CPU kernel calls every function the CUDA
+// kernel calls (canonical_row, band_curve, gain_from_mask, nfd_hill,
+// control_step, std_from_control, augment_bin, philox4x32_10, box_muller),
+// and normal_at, which only the GPU uses per bin, is exposed to the CPU tests
+// (fastfreq._C.normal_at), so the CPU tests exercise the code the GPU runs.
 #pragma once
 
 #include <cmath>
@@ -248,12 +249,21 @@ FF_HD void philox_normals4(uint64_t g, uint64_t seed, float z[4]) {
 }
 
 // The standard normal draw at stream position `index`: lane index % 4 of
-// Philox group index / 4 (one group per call: the CUDA kernel draws bin by
-// bin; the CPU kernel fills whole rows with philox_normals4).
+// Philox group index / 4. The CUDA kernel draws bin by bin, so only the
+// Box-Muller pair that holds the lane is computed, and no array is indexed
+// at run time (that put `z` on the stack: 16 B of local memory per thread);
+// the CPU kernel fills whole rows with philox_normals4.
 FF_HD float normal_at(int64_t index, uint64_t seed) {
-  float z[4];
-  philox_normals4(static_cast<uint64_t>(index) >> 2, seed, z);
-  return z[index & 3];
+  const uint64_t g = static_cast<uint64_t>(index) >> 2;
+  const U32x4 u = philox4x32_10(static_cast<uint32_t>(g), static_cast<uint32_t>(g >> 32), seed);
+  const int lane = static_cast<int>(index & 3);
+  float z0, z1;
+  if (lane < 2) {
+    box_muller(u.x, u.y, z0, z1);
+  } else {
+    box_muller(u.z, u.w, z0, z1);
+  }
+  return (lane & 1) ? z1 : z0;
 }
 
 }  // namespace fastfreq

@@ -244,6 +244,17 @@ def test_python_philox_words_equal_the_compiled_ones_bit_for_bit():
                 assert philox._unit(torch.tensor([w])).item() == ext._C.uint_to_unit(w)
 
 
+@pytest.mark.skipif(not ext.available(), reason="fastfreq._C not built")
+def test_per_bin_draw_equals_the_row_fill():
+    """normal_at (the CUDA kernel's per-bin draw) gives, bit for bit, the
+    normals the CPU kernel fills whole rows with (philox_normal op)."""
+    for seed in (0, 7, -3, 2 ** 40 + 1):
+        row = ext.philox_normal(torch.tensor([seed]), (3, 9))  # rows of 9: 3 groups of 4, padded
+        for r in range(3):
+            for k in range(9):
+                assert ext._C.normal_at(r * 12 + k, seed) == row[r, k].item(), (seed, r, k)
+
+
 @pytest.mark.skipif(not triton_kernel.available(), reason="Triton not importable")
 def test_python_philox_words_equal_tritons_bit_for_bit():
     """... and Triton's tl.randint4x (what the Triton kernel's tl.randn4x

@@ -160,7 +160,8 @@ def test_ddp_gloo_two_processes(tmp_path):
          "-m", "train", "run", "--preset", "demo-nat", "--epochs", "3", "--n-train", "1024",
          "--n-test", "100", "--out", str(tmp_path), "--device", "cpu"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    # the end of stderr first: that is where a failing rank's error is
+    assert out.returncode == 0, f"rc {out.returncode}; stderr ends:\n{out.stderr[-1500:]}\nstdout ends:\n{out.stdout[-500:]}"
     runs = sorted(os.listdir(tmp_path))
     assert runs == ["data", "demo-nat-s0"]   # the run and its generated synthetic-C set
     res = json.loads((tmp_path / "demo-nat-s0" / "results.json").read_text())

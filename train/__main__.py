@@ -95,6 +95,9 @@ def main(argv=None) -> int:
     except NaNLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except BrokenPipeError:  # `... | head` closed the output: nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ValueError, OSError) as exc:  # bad arguments, data files, checkpoints, locks
         print(f"error: {exc}", file=sys.stderr)
         return 2
