@@ -135,11 +135,21 @@ def _dispatch(a) -> int:
                 for seed in a.seeds:
                     cfg = get_preset(preset, seed=seed, **_overrides(a))
                     res, skipped = run_missing(cfg, a.out)
+                    if int(os.environ.get("RANK", "0")) != 0:
+                        continue  # only rank 0 evaluates and reports
                     if skipped:
                         print(f"{cfg.run_name}: done, skipped")
                         continue
                     print(f"{cfg.run_name}: clean {res['clean_acc']:.2f}%"
                           + (f", robustness {res['rob_all']:.2f}%" if "rob_all" in res else ""))
+        if distributed:
+            # the other ranks wait for rank 0's evaluation, so that all tear the
+            # process group down together (a rank that left while rank 0 was
+            # still evaluating sometimes aborted at exit in gloo: "terminate
+            # called without an active exception", about 1 run in 16)
+            import torch.distributed as dist
+
+            dist.barrier()
     finally:
         if distributed:
             import torch.distributed as dist
