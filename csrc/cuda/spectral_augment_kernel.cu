@@ -21,11 +21,11 @@ namespace {
 constexpr int kThreads = 256;
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) augment_planes_kernel(T* __restrict__ Y, const T* __restrict__ x,
-                                      const int64_t* __restrict__ band,
-                                      const T* __restrict__ alpha, const T* __restrict__ alpha_r,
-                                      const T* __restrict__ noise,
-                                      const int64_t* __restrict__ seed, SpectralParams p) {
+__global__ void __launch_bounds__(kThreads)
+    augment_planes_kernel(T* __restrict__ Y, const T* __restrict__ x,
+                          const int64_t* __restrict__ band, const T* __restrict__ alpha,
+                          const T* __restrict__ alpha_r, const T* __restrict__ noise,
+                          const int64_t* __restrict__ seed, SpectralParams p) {
   const int64_t plane = blockIdx.x;
   const int64_t b = plane / p.C;
   const int H = p.H, W = p.W, Wh = p.Wh;
@@ -63,8 +63,9 @@ __global__ void __launch_bounds__(kThreads) augment_planes_kernel(T* __restrict_
   for (int64_t i = threadIdx.x; i < plane_bins; i += blockDim.x) {
     const int r = static_cast<int>(i / Wh), k = static_cast<int>(i % Wh);
     const T s = bin_radius<T>(r, k, H);
-    const T gain = p.has_ps ? gain_from_mask(alpha_b, band_curve(band_b, s * static_cast<T>(p.inv_radius_scale)))
-                            : T(1);
+    const T gain =
+        p.has_ps ? gain_from_mask(alpha_b, band_curve(band_b, s * static_cast<T>(p.inv_radius_scale)))
+                 : T(1);
     T n = T(0);
     if (p.has_nfd) {
       const int rc = canonical_row(r, k, H, W);
@@ -73,7 +74,8 @@ __global__ void __launch_bounds__(kThreads) augment_planes_kernel(T* __restrict_
                       : static_cast<T>(normal_at(noise_index(plane * H + rc, k, Wh), seed_v));
       T M = T(0);
       for (int j = 0; j < p.n_bands; ++j)
-        M = control_step(M, ar[j], nfd_hill(s, static_cast<T>(p.band_a[j]), static_cast<T>(p.band_b[j])));
+        M = control_step(M, ar[j],
+                         nfd_hill(s, static_cast<T>(p.band_a[j]), static_cast<T>(p.band_b[j])));
       n = std_from_control(p.sigma, M) * g;
     }
     T re = Yp[2 * i], im = Yp[2 * i + 1];
