@@ -98,14 +98,9 @@ def compile_triton(cfg: dict, arch: int) -> dict:
     from triton.compiler import ASTSource
 
     from fastfreq.backends import triton_kernel as tk
-    from fastfreq.constants import DIR_EPS_REL
 
     fn = tk._spectral_augment_kernel
-    HP, WP, WHP = tk.tiles(cfg["H"], cfg["W"])
-    ps, nfd, noise_in_kernel = VARIANTS[cfg["variant"]]
-    consts = dict(HP=HP, WP=WP, WHP=WHP, N_BANDS=5, HAS_PS=ps, HAS_NFD=nfd, NG=tk.noise_groups(cfg["H"], cfg["W"]),
-                  NOISE_IN_KERNEL=noise_in_kernel, PRECISION=cfg["precision"],
-                  ROUND_TF32=cfg["precision"] == "tf32", EPS_REL=DIR_EPS_REL)
+    consts = tk.kernel_meta(cfg["H"], cfg["W"], 5, *VARIANTS[cfg["variant"]], cfg["precision"])
     unit, attrs = _launch_specialisation(fn)
     t0 = time.perf_counter()
     k = triton.compile(ASTSource(fn=fn, signature=_signature(fn, cfg["dtype"]),

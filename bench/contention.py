@@ -86,11 +86,16 @@ def measure(rounds: int = 7, batch: int = 1024, size: int = 40, backends=BACKEND
         med = statistics.median(ts)
         rows.append({"condition": cond, "backend": b, "threads": t, "median_s": med,
                      "images_per_s": batch / med, "min_s": min(ts), "max_s": max(ts), "rounds": len(ts)})
-    rate = {(r["condition"], r["backend"], r["threads"]): r["images_per_s"] for r in rows}
+    rate = _rates(rows)
     ratios = {b: {"scaling_quiet_2t_over_1t": rate[("quiet", b, 2)] / rate[("quiet", b, 1)],
                   "busy_2t_over_quiet_1t": rate[("busy", b, 2)] / rate[("quiet", b, 1)]}
               for b in backends}
     return rows, ratios
+
+
+def _rates(rows) -> dict:
+    """images/s by (condition, backend, threads)."""
+    return {(r["condition"], r["backend"], r["threads"]): r["images_per_s"] for r in rows}
 
 
 def run(a) -> dict:
@@ -118,7 +123,7 @@ def markdown(res: dict) -> str:
              f"the run {i['loadavg_before'][0]:.2f}; {i['rounds']} interleaved rounds, medians. "
              "'busy': beside a process spinning on one core.", "",
              "| backend | threads | quiet images/s | busy images/s |", "|---|---|---|---|"]
-    rate = {(r["condition"], r["backend"], r["threads"]): r["images_per_s"] for r in res["rows"]}
+    rate = _rates(res["rows"])
     for b in res["ratios"]:
         for t in THREADS:
             lines.append(f"| {b} | {t} | {rate[('quiet', b, t)]:,.0f} | {rate[('busy', b, t)]:,.0f} |")

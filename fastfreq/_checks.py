@@ -12,7 +12,7 @@ import re
 import numpy as np
 import torch
 
-from .constants import BAND_IDS, MAX_NFD_BANDS, RADIUS_SCALE_RANGE, SIGMA_MAX
+from .constants import BACKENDS, BAND_IDS, MAX_NFD_BANDS, RADIUS_SCALE_RANGE, SIGMA_MAX
 
 _CONFIG_RE = re.compile(r"^LMH=([01])([01])([01])$")
 
@@ -80,6 +80,20 @@ def probability(v, name: str = "p") -> float:
     if not 0.0 <= v <= 1.0:
         raise ValueError(f"{name}: expected a probability in [0, 1], got {v}")
     return v
+
+
+def backend_name(backend) -> str:
+    """One of ``BACKENDS``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def generator(g, name: str = "generator"):
+    """None or a ``torch.Generator``."""
+    if g is not None and not isinstance(g, torch.Generator):
+        raise TypeError(f"{name}: expected a torch.Generator, got {type(g).__name__}")
+    return g
 
 
 def band_id(band) -> int:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from . import _checks as chk
+from .backends._contract import bad_images
 
 
 class ChannelAttention(nn.Module):
@@ -133,7 +134,7 @@ class AuxLabels(nn.Module):
         if not alpha.is_floating_point():
             raise TypeError(f"alpha: expected floating suppression ratios, got {alpha.dtype}")
         alpha = alpha.float()
-        bad = (band < 0) | (band > 2) | ~((alpha >= 0) & (alpha <= 1))
+        bad = bad_images(band, alpha, None)  # the backends' out-of-range rule
         if band.device.type == "cpu" and bool(bad.any()):
             raise ValueError(f"band, alpha: expected band ids in {{0, 1, 2}} and alpha in [0, 1], got "
                              f"band {band[bad].tolist()[:5]}, alpha {alpha[bad].tolist()[:5]}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 #: The paper's five NFD bands for 40x40 images, as ``(a, b)`` edges of eq. 13.
 PAPER_BANDS: tuple[tuple[float, float], ...] = ((0, 9), (10, 13), (14, 17), (18, 20), (21, 29))
+#: The backend names the functional API and the modules take ("auto" first).
+BACKENDS = ("auto", "numpy", "torch", "cpp", "cuda", "triton")
 #: Band ids of the power-suppression masks.
 BAND_IDS = {"L": 0, "M": 1, "H": 2}
 #: Dir threshold relative to the plane's L1 norm: eps = DIR_EPS_REL * sum |x|
@@ -26,5 +28,6 @@ SIGMA_MAX = 1e30
 RADIUS_SCALE_RANGE = (1e-3, 1e3)
 #: Images are computed in float32 (float64 for float64 images): ``rfft2`` sums
 #: ``H * W`` values, so ``max |x|`` must stay below ``FLOAT32_SUM_LIMIT / (H * W)``
-#: (checked with ``check_values``, the default).
+#: (``FLOAT64_SUM_LIMIT`` for float64; checked with ``check_values``, the default).
 FLOAT32_SUM_LIMIT = 1e38
+FLOAT64_SUM_LIMIT = 1e300

@@ -17,9 +17,9 @@ import torch
 
 from . import _checks as chk
 from .backends import _autograd, ext, numpy_ref, torch_fft, triton_kernel
-from .constants import FLOAT32_SUM_LIMIT, PAPER_BANDS
+from .backends._contract import kernel_seed
+from .constants import BACKENDS, FLOAT32_SUM_LIMIT, FLOAT64_SUM_LIMIT, PAPER_BANDS
 
-BACKENDS = ("auto", "numpy", "torch", "cpp", "cuda", "triton")
 # why the Triton kernel failed under backend="auto" (None: it has not); once
 # set, auto stops picking it
 _triton_failure: str | None = None
@@ -61,13 +61,14 @@ def _check_range(t: torch.Tensor, name: str, lo, hi) -> None:
 def _check_magnitude(x: torch.Tensor) -> None:
     """Images the FFT can sum without overflow (one reduction, one host sync)."""
     H, W = x.shape[-2:]
-    limit = (1e300 if x.dtype == torch.float64 else FLOAT32_SUM_LIMIT) / (H * W)
+    f64 = x.dtype == torch.float64
+    limit = (FLOAT64_SUM_LIMIT if f64 else FLOAT32_SUM_LIMIT) / (H * W)
     peak = float(x.detach().abs().amax())
     if not math.isfinite(peak):
         raise ValueError("x: expected finite values, got NaN or Inf")
     if peak > limit:
         raise ValueError(f"x: magnitudes up to {limit:.3g} are supported for {H}x{W} images "
-                         f"(the FFT sums H*W values in {'float64' if x.dtype == torch.float64 else 'float32'}), "
+                         f"(the FFT sums H*W values in {'float64' if f64 else 'float32'}), "
                          f"got max |x| = {peak:.3g}; rescale the images")
 
 
@@ -129,9 +130,7 @@ def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, gen
     elif noise is not None:
         raise ValueError("noise: given without alpha_r; NFD needs control weights alpha_r")
 
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+    if chk.generator(generator) is not None:
         if generator.device.type != dev.type:
             raise ValueError(f"generator: is on {generator.device} but x is on {dev}")
     if seed is not None:
@@ -160,8 +159,7 @@ def _auto_cuda(x: torch.Tensor) -> str:
 
 def resolve_backend(backend: str, x: torch.Tensor) -> str:
     """The concrete backend that ``backend`` names for images like ``x``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    chk.backend_name(backend)
     dev = x.device.type
     if backend == "auto":
         if dev == "cpu":
@@ -170,19 +168,7 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
             return _auto_cuda(x)
         return "torch"
     if backend == "triton":
-        if not triton_kernel.available():
-            raise RuntimeError(f"backend='triton': Triton is not importable "
-                               f"({triton_kernel.IMPORT_ERROR}); `pip install triton`")
-        if max(x.shape[-2:]) > triton_kernel.MAX_SIDE:
-            raise ValueError(f"backend='triton': images up to {triton_kernel.MAX_SIDE}x"
-                             f"{triton_kernel.MAX_SIDE}, got {x.shape[-2]}x{x.shape[-1]}; use "
-                             "backend='cuda' or 'auto'")
-        if x.dtype == torch.float64:
-            raise TypeError("backend='triton': float64 images are not supported (the kernel "
-                            "computes in float32); use backend='cuda', 'torch' or 'auto'")
-        if not triton_kernel.supports(x):
-            raise ValueError(f"backend='triton' runs on CUDA tensors (or on CPU tensors under "
-                             f"TRITON_INTERPRET=1), x is on {x.device}")
+        triton_kernel.require(x)
     if backend == "cpp":
         ext.require("cpu")
         if dev != "cpu":
@@ -218,9 +204,7 @@ def _dispatch(a: _Args, backend: str, precision=None) -> torch.Tensor:
     if name == "numpy" and a.x.requires_grad and torch.is_grad_enabled():
         # the reference computes in NumPy: autograd through a Function whose
         # backward recomputes with torch for the same (Philox) noise
-        seed = a.seed
-        if a.alpha_r is not None and a.noise is None and seed is None:
-            seed = ext.draw_seed(a.x.device, a.generator)
+        seed = kernel_seed(a.x, a.alpha_r, a.noise, a.seed, a.generator)
         return _autograd.NumpyFn.apply(a.x, a.band, a.alpha, a.alpha_r, a.noise, seed,
                                        a.nfd_bands, a.sigma, a.radius_scale)
     try:

@@ -33,7 +33,7 @@ from torch.utils import _pytree
 
 from . import _checks as chk
 from . import functional as FF
-from .backends.ext import draw_seed
+from .backends._contract import draw_seed
 from .constants import PAPER_BANDS
 
 
@@ -73,9 +73,12 @@ def resolve_nfd_bands(bands, H: int, W: int):
 
 
 # ------------------------------------------------------------------ structures
+def _is_tv_tensor(t) -> bool:
+    return type(t).__module__.startswith("torchvision.tv_tensors")
+
+
 def _is_tv_image(t) -> bool:
-    cls = type(t)
-    return cls.__name__ == "Image" and cls.__module__.startswith("torchvision.tv_tensors")
+    return _is_tv_tensor(t) and type(t).__name__ == "Image"
 
 
 def _image_slots(leaves) -> list[int]:
@@ -87,10 +90,6 @@ def _image_slots(leaves) -> list[int]:
         if isinstance(v, torch.Tensor) and v.dim() in (3, 4) and not _is_tv_tensor(v):
             return [i]
     return []
-
-
-def _is_tv_tensor(t) -> bool:
-    return type(t).__module__.startswith("torchvision.tv_tensors")
 
 
 def _to_compute(x: torch.Tensor):
@@ -130,22 +129,14 @@ def _clamp_arg(clamp):
     return (lo, hi)
 
 
-def _check_backend(backend):
-    if backend not in FF.BACKENDS:
-        raise ValueError(f"backend: expected one of {FF.BACKENDS}, got {backend!r}")
-    return backend
-
-
 class _Sampled(nn.Module):
     """What every module shares: the generator and its per-worker streams,
     structure handling, the last parameters and ``clamp``."""
 
     def __init__(self, generator, backend: str, clamp):
         super().__init__()
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
-        self.generator = generator
-        self.backend = _check_backend(backend)
+        self.generator = chk.generator(generator)
+        self.backend = chk.backend_name(backend)
         self.clamp = _clamp_arg(clamp)
         self._params = None
         self._worker_stream = None  # (worker key, generator) inside a DataLoader worker
@@ -197,6 +188,10 @@ class _Sampled(nn.Module):
         self._params = params
         return _pytree.tree_unflatten(leaves, spec)
 
+    def _gen(self, generator):
+        """The generator of one draw: ``generator`` when given, else ``stream()``."""
+        return chk.generator(generator) if generator is not None else self.stream()
+
     def _settings(self) -> str:
         gen = "None" if self.generator is None else f"Generator({self.generator.device})"
         clamp = False if self.clamp is None else self.clamp
@@ -219,11 +214,6 @@ class _Augment(_Sampled):
         n = 1 if self.same_on_batch else batch
         applied = self._rand(n, device, generator) < self.p
         return applied.expand(batch).to(device)
-
-    def _gen(self, generator):
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
-        return generator if generator is not None else self.stream()
 
 
 class PowerSuppression(_Augment):
@@ -338,7 +328,7 @@ class SpectralAugment(_Sampled):
 
     def sample_params(self, batch: int, device="cpu", size: tuple[int, int] = (40, 40),
                       generator=None) -> dict:
-        g = self.ps._gen(generator) if generator is not None else self.stream()
+        g = self._gen(generator)
         return {"ps": self.ps.sample_params(batch, device, generator=g),
                 "nfd": self.nfd.sample_params(batch, device, size, generator=g)}
 

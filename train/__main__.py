@@ -121,11 +121,12 @@ def _dispatch(a) -> int:
 
         load_cifar10(a.data_root or "data", "test", download=True)
     distributed = _init_distributed()
+    rank = int(os.environ.get("RANK", "0"))  # only rank 0 evaluates and reports
     try:
         if a.cmd == "run":
             cfg = get_preset(a.preset, seed=a.seed, **_overrides(a))
             res = run(cfg, a.out, resume=a.resume, stop_after=a.stop_after)
-            if int(os.environ.get("RANK", "0")) == 0:
+            if rank == 0:
                 if "stopped_after" in res:
                     print(f"stopped after {res['stopped_after']} epochs; continue with --resume")
                 else:
@@ -135,8 +136,8 @@ def _dispatch(a) -> int:
                 for seed in a.seeds:
                     cfg = get_preset(preset, seed=seed, **_overrides(a))
                     res, skipped = run_missing(cfg, a.out)
-                    if int(os.environ.get("RANK", "0")) != 0:
-                        continue  # only rank 0 evaluates and reports
+                    if rank != 0:
+                        continue
                     if skipped:
                         print(f"{cfg.run_name}: done, skipped")
                         continue

@@ -5,7 +5,6 @@ import dataclasses
 from dataclasses import dataclass
 
 from fastfreq import _checks as chk
-from fastfreq.functional import BACKENDS
 
 DATASETS = ("synthetic", "cifar10")
 ATTENTION = (None, "none", "basic", "extended")
@@ -69,8 +68,7 @@ class RunConfig:
         chk.probability(self.ps_p, "ps_p")
         chk.probability(self.momentum, "momentum")
         chk.nonneg_float(self.weight_decay, "weight_decay")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
+        chk.backend_name(self.backend)
         if self.attention not in ATTENTION:
             raise ValueError(f"attention: expected one of {ATTENTION}, got {self.attention!r}")
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import torch
 
-
-def edges_to_bands(nfd_edges):
-    return tuple(zip(nfd_edges[0::2], nfd_edges[1::2]))
+from ._contract import edges_to_bands
 
 
 def nfd_vjp(grad, x, band, alpha, alpha_r, noise, seed, nfd_bands, sigma, radius_scale):

@@ -29,6 +29,34 @@ def valid_stand_ins(bad, band, alpha, alpha_r):
     return band, alpha, alpha_r
 
 
+def draw_seed(device, generator=None) -> torch.Tensor:
+    """A 64-bit Philox key on ``device``, drawn from ``generator`` (or the
+    default generator of ``device``); no host sync on CUDA."""
+    gen_device = generator.device if generator is not None else device
+    seed = torch.randint(-2 ** 63, 2 ** 63 - 1, (1,), dtype=torch.int64, device=gen_device,
+                         generator=generator)
+    return seed.to(device, non_blocking=True)
+
+
+def kernel_seed(x, alpha_r, noise, seed, generator):
+    """The Philox key of an in-kernel noise draw: ``seed`` when given, else one
+    drawn from ``generator``; None when no noise is drawn (no NFD, or an
+    explicit ``noise``)."""
+    if alpha_r is not None and noise is None and seed is None:
+        return draw_seed(x.device, generator)
+    return seed
+
+
+def bands_to_edges(nfd_bands) -> list[float]:
+    """``((a, b), ...)`` -> the ops' flat ``[a0, b0, a1, b1, ...]``."""
+    return [float(v) for pair in nfd_bands for v in pair]
+
+
+def edges_to_bands(nfd_edges) -> tuple:
+    """The ops' flat edge list -> ``((a, b), ...)``."""
+    return tuple(zip(nfd_edges[0::2], nfd_edges[1::2]))
+
+
 def bad_images(band, alpha, alpha_r):
     """Boolean (B,) mask of images with out-of-range parameters, or None."""
     bad = None

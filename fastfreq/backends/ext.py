@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from . import _autograd
+from ._contract import bands_to_edges, kernel_seed
 
 BUILD_HINT = ("build it with `pip install --no-build-isolation -e .` from the fastfreq "
               "checkout (set CUDA_HOME for the CUDA part), or use backend='torch'")
@@ -58,20 +59,10 @@ def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_ba
     """The compiled op; without ``noise`` the kernel draws Philox noise for
     ``seed`` (an int64 tensor on x's device), itself drawn from ``generator``
     when None."""
-    if alpha_r is not None and noise is None and seed is None:
-        seed = draw_seed(x.device, generator)
-    edges = [float(v) for pair in nfd_bands for v in pair]
-    return torch.ops.fastfreq.spectral_augment(x, band, alpha, alpha_r, noise, seed, edges,
-                                               float(sigma), float(radius_scale))
-
-
-def draw_seed(device, generator=None) -> torch.Tensor:
-    """A 64-bit Philox key on ``device``, drawn from ``generator`` (or the
-    default generator of ``device``); no host sync on CUDA."""
-    gen_device = generator.device if generator is not None else device
-    seed = torch.randint(-2 ** 63, 2 ** 63 - 1, (1,), dtype=torch.int64, device=gen_device,
-                         generator=generator)
-    return seed.to(device, non_blocking=True)
+    seed = kernel_seed(x, alpha_r, noise, seed, generator)
+    return torch.ops.fastfreq.spectral_augment(x, band, alpha, alpha_r, noise, seed,
+                                               bands_to_edges(nfd_bands), float(sigma),
+                                               float(radius_scale))
 
 
 def philox_normal(seed: torch.Tensor, shape) -> torch.Tensor:

@@ -28,6 +28,7 @@ from .. import masks
 from ..constants import DIR_EPS_REL, MAX_NFD_BANDS
 from ..philox import groups_per_row
 from . import _autograd
+from ._contract import bands_to_edges, edges_to_bands, kernel_seed
 
 try:
     import triton
@@ -78,6 +79,23 @@ def supports(x: torch.Tensor) -> bool:
     return x.device.type == "cuda" or (interpreted() and x.device.type == "cpu")
 
 
+def require(x: torch.Tensor) -> None:
+    """Raise, saying why, unless the kernel takes images like ``x`` (what
+    ``supports`` answers with a bool)."""
+    if triton is None:
+        raise RuntimeError(f"backend='triton': Triton is not importable ({IMPORT_ERROR}); "
+                           "`pip install triton`")
+    if max(x.shape[-2:]) > MAX_SIDE:
+        raise ValueError(f"backend='triton': images up to {MAX_SIDE}x{MAX_SIDE}, got "
+                         f"{x.shape[-2]}x{x.shape[-1]}; use backend='cuda' or 'auto'")
+    if x.dtype == torch.float64:
+        raise TypeError("backend='triton': float64 images are not supported (the kernel "
+                        "computes in float32); use backend='cuda', 'torch' or 'auto'")
+    if not supports(x):
+        raise ValueError(f"backend='triton' runs on CUDA tensors (or on CPU tensors under "
+                         f"TRITON_INTERPRET=1), x is on {x.device}")
+
+
 def preferred_on_gpu(x: torch.Tensor) -> bool:
     """Whether ``backend="auto"`` picks this kernel over the CUDA extension for
     images like ``x``. Decided by measurement (bench/results/NVIDIA-H200-gpu-check.md,
@@ -88,12 +106,13 @@ def preferred_on_gpu(x: torch.Tensor) -> bool:
     return False
 
 
-def _pad(n: int) -> int:
-    return max(16, 1 << (n - 1).bit_length())
-
-
 def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
+
+
+def _pad(n: int) -> int:
+    """A tile side: the next power of two, at least 16 (tl.dot's minimum)."""
+    return max(16, _pow2(n))
 
 
 def noise_groups(H: int, W: int) -> int:
@@ -377,9 +396,20 @@ def check_op_args(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius
                  f"{noise.dtype} {tuple(noise.shape)}")
         if seed is not None and (seed.dtype != torch.int64 or seed.numel() != 1):
             fail(f"seed must be an int64 tensor with one element, got {seed.dtype} {tuple(seed.shape)}")
-        for a, b in zip(nfd_edges[0::2], nfd_edges[1::2]):
+        for a, b in edges_to_bands(nfd_edges):
             if not (math.isfinite(a) and math.isfinite(b) and a < b):
                 fail(f"NFD bands need finite edges a < b, got ({a}, {b})")
+
+
+def kernel_meta(H: int, W: int, n_bands: int, has_ps: bool, has_nfd: bool,
+                noise_in_kernel: bool, precision: str) -> dict:
+    """The kernel's compile-time arguments for one launch (``precision`` as
+    resolved: "ieee" under the interpreter); ``bench/aot.py`` compiles the
+    same ones without a GPU."""
+    HP, WP, WHP = tiles(H, W)
+    return dict(HP=HP, WP=WP, WHP=WHP, N_BANDS=n_bands, HAS_PS=has_ps, HAS_NFD=has_nfd,
+                NOISE_IN_KERNEL=noise_in_kernel, PRECISION=precision,
+                ROUND_TF32=precision == "tf32", EPS_REL=DIR_EPS_REL, NG=noise_groups(H, W))
 
 
 def launch(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius_scale, precision):
@@ -391,15 +421,15 @@ def launch(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius_scale,
     if x.numel() == 0:
         return out
     dev = x.device
-    bands = tuple(zip(nfd_edges[0::2], nfd_edges[1::2])) or ((0.0, 1.0),)
-    round_tf32 = precision == "tf32" and not interpreted()
+    bands = edges_to_bands(nfd_edges) or ((0.0, 1.0),)
+    meta = kernel_meta(H, W, len(bands), band is not None, alpha_r is not None,
+                       alpha_r is not None and noise is None, precision)
+    round_tf32 = meta["ROUND_TF32"]
     tw = _cached(("tw", H, W, str(dev), round_tf32), lambda: _build_twiddles(H, W, dev, round_tf32))
     curves = _cached(("curves", H, W, float(radius_scale), bands, str(dev)),
                      lambda: _build_curves(H, W, radius_scale, bands, dev))
     dummy_f = torch.empty(1, device=dev, dtype=torch.float32)
     dummy_i = torch.zeros(1, device=dev, dtype=torch.int64)
-    noise_in_kernel = alpha_r is not None and noise is None
-    HP, WP, WHP = tiles(H, W)
     args = (x, out,
             band.contiguous() if band is not None else dummy_i,
             alpha.contiguous() if alpha is not None else dummy_f,
@@ -408,9 +438,6 @@ def launch(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius_scale,
             seed.contiguous() if seed is not None else dummy_i,
             *curves, *tw, *x.stride(), *out.stride(),
             C, H, W, W // 2 + 1, groups_per_row(W // 2 + 1), float(sigma))
-    meta = dict(HP=HP, WP=WP, WHP=WHP, N_BANDS=len(bands), HAS_PS=band is not None,
-                HAS_NFD=alpha_r is not None, NOISE_IN_KERNEL=noise_in_kernel, PRECISION=precision,
-                ROUND_TF32=round_tf32, EPS_REL=DIR_EPS_REL, NG=noise_groups(H, W))
     if interpreted() or not _autotune_enabled() or precision == "ieee":
         _spectral_augment_kernel[(B * C,)](*args, **meta, num_warps=default_warps(H, W, precision),
                                             num_stages=1)
@@ -444,21 +471,9 @@ if triton is not None:
 
 def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
                      seed=None, precision=None):
-    """The Triton backend (arguments validated by fastfreq.functional)."""
-    if triton is None:
-        raise RuntimeError(f"backend='triton': Triton is not importable ({IMPORT_ERROR}); "
-                           "`pip install triton`")
-    if x.dtype == torch.float64:
-        raise TypeError("backend='triton': float64 images are not supported (the kernel "
-                        "computes in float32); use backend='cuda', 'torch' or 'auto'")
-    if max(x.shape[-2:]) > MAX_SIDE:
-        raise ValueError(f"backend='triton': images up to {MAX_SIDE}x{MAX_SIDE}, got "
-                         f"{x.shape[-2]}x{x.shape[-1]}; use backend='cuda' or 'auto'")
+    """The Triton backend (arguments validated by fastfreq.functional, which
+    also ran ``require(x)``)."""
     precision = _resolve_precision(precision)
-    if alpha_r is not None and noise is None and seed is None:
-        from .ext import draw_seed
-
-        seed = draw_seed(x.device, generator)
-    edges = [float(v) for pair in nfd_bands for v in pair]
-    return _op(x, band, alpha, alpha_r, noise, seed, edges, float(sigma), float(radius_scale),
-               precision)
+    seed = kernel_seed(x, alpha_r, noise, seed, generator)
+    return _op(x, band, alpha, alpha_r, noise, seed, bands_to_edges(nfd_bands), float(sigma),
+               float(radius_scale), precision)
