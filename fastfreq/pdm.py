@@ -23,9 +23,11 @@ from .masks import frequency_indices, radius
 REGION_EDGES = (9.5, 15.5)
 
 
-def _gratings(H: int, W: int, ky: torch.Tensor, kx: torch.Tensor, t: float, phi: float):
-    """Gratings ``(n, H, W)`` of L2 norm ``t`` at the frequencies ``(ky[n], kx[n])``;
-    the ones that vanish (Nyquist with a sine phase) are 0."""
+def gratings(H: int, W: int, ky: torch.Tensor, kx: torch.Tensor, t: float, phi: float = 0.0):
+    """Gratings ``(n, H, W)`` of L2 norm ``t`` at the frequencies ``(ky[n], kx[n])``
+    (float64, on ``ky``'s device); the ones that vanish (Nyquist with a sine
+    phase) are 0. With ``phi = 0`` these are Yin et al.'s real Fourier basis
+    images (``fastfreq.analysis``)."""
     y = torch.arange(H, device=ky.device, dtype=torch.float64)
     x = torch.arange(W, device=ky.device, dtype=torch.float64)
     phase = 2 * math.pi * (ky[:, None, None] * y[None, :, None] / H
@@ -54,20 +56,30 @@ def channel_pdms(C: int, H: int, W: int, t: float = 4 * math.sqrt(2), phi: float
     t = chk.nonneg_float(t, "t")
     c, ky, kx = (v[start:stop] for v in _probe_indices(C, H, W, device))
     probes = torch.full((len(c), C, H, W), 0.5, device=device, dtype=torch.float64)
-    probes[torch.arange(len(c), device=device), c] += _gratings(H, W, ky, kx, t, phi)
+    probes[torch.arange(len(c), device=device), c] += gratings(H, W, ky, kx, t, phi)
     return probes.to(dtype)
 
 
 @torch.no_grad()
 def frequency_response(first_block: Callable[[torch.Tensor], torch.Tensor], C: int, H: int, W: int,
-                       t: float = 4 * math.sqrt(2), *, batch_size: int = 256, device=None,
-                       progress: bool = False) -> torch.Tensor:
+                       t: float = 4 * math.sqrt(2), *, input_transform: Callable | None = None,
+                       batch_size: int = 256, device=None, progress: bool = False) -> torch.Tensor:
     """Mean response of every output channel to every channel PDM:
     ``(K, C, H, W)`` with frequencies in FFT order (DC at ``[.., 0, 0]``).
-    Probes are built batch by batch on ``device``."""
+    Probes are built batch by batch on ``device``.
+
+    The probes are images in [0, 1] (grey 0.5 plus a grating). A model that
+    normalises its input outside the network (``(x - mean) / std`` in the data
+    loader, torchvision's ``Normalize``) must see the probes through the same
+    normalisation: pass it as ``input_transform`` (applied to each probe batch
+    before ``first_block``); without it the first layer sees inputs it never
+    saw in training."""
     if not callable(first_block):
         raise TypeError(f"first_block: expected a callable from images to feature maps, got "
                         f"{type(first_block).__name__}")
+    if input_transform is not None and not callable(input_transform):
+        raise TypeError(f"input_transform: expected None or a callable from images to images, got "
+                        f"{type(input_transform).__name__}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     chk.image_size(H, W)
@@ -76,7 +88,8 @@ def frequency_response(first_block: Callable[[torch.Tensor], torch.Tensor], C: i
         chunks = progress_bar(chunks, desc="PDM probes", unit="batch")
     out = []
     for i in chunks:
-        feat = first_block(channel_pdms(C, H, W, t, start=i, stop=i + batch_size, device=device))
+        probes = channel_pdms(C, H, W, t, start=i, stop=i + batch_size, device=device)
+        feat = first_block(probes if input_transform is None else input_transform(probes))
         if not isinstance(feat, torch.Tensor) or feat.dim() != 4:
             raise ValueError("first_block: expected it to return a (B, K, H', W') feature map, got "
                              f"{tuple(feat.shape) if isinstance(feat, torch.Tensor) else type(feat).__name__}")
@@ -105,6 +118,13 @@ def response_histogram(resp: torch.Tensor, clip: float = 0.01, *, centred: bool 
     return torch.fft.fftshift(hist) if centred else hist
 
 
+def region_masks(r: torch.Tensor, radius_scale: float = 1.0) -> dict:
+    """``{"L", "M", "H"}`` boolean masks of the radii ``r``: L below 9.5, M from
+    9.5 to 15.5, H from 15.5 (times ``radius_scale``)."""
+    lo, hi = (e * chk.radius_scale(radius_scale) for e in REGION_EDGES)
+    return {"L": r < lo, "M": (r >= lo) & (r < hi), "H": r >= hi}
+
+
 def band_shares(hist: torch.Tensor, *, centred: bool = True, radius_scale: float = 1.0) -> dict:
     """Fraction of the histogram mass in the L (radius < 9.5), M (< 15.5) and H
     regions, radii times ``radius_scale``; the three sum to 1."""
@@ -114,11 +134,9 @@ def band_shares(hist: torch.Tensor, *, centred: bool = True, radius_scale: float
     r = radius(H, W, device=hist.device, dtype=torch.float64)
     if centred:
         r = torch.fft.fftshift(r)
-    lo, hi = (e * chk.radius_scale(radius_scale) for e in REGION_EDGES)
     h = hist.double().clamp_min(0)
     total = h.sum().clamp_min(1e-300)
-    return {"L": float(h[r < lo].sum() / total), "M": float(h[(r >= lo) & (r < hi)].sum() / total),
-            "H": float(h[r >= hi].sum() / total)}
+    return {k: float(h[m].sum() / total) for k, m in region_masks(r, radius_scale).items()}
 
 
 def flat_channels(resp: torch.Tensor) -> list[bool]:
@@ -133,19 +151,25 @@ def _extent(H: int, W: int):
     return [-(W // 2) - 0.5, (W - 1) // 2 + 0.5, (H - 1) // 2 + 0.5, -(H // 2) - 0.5]
 
 
+def draw_region_borders(ax, radius_scale: float = 1.0, color: str = "cyan"):
+    """The L/M and M/H borders (``REGION_EDGES`` times radius_scale) as dashed
+    circles around DC on a centred spectrum drawn with ``_extent``."""
+    from matplotlib.patches import Circle
+
+    for r in REGION_EDGES:
+        ax.add_patch(Circle((0, 0), r * radius_scale, fill=False, ls="--", lw=0.8, color=color))
+
+
 def draw_histogram(fig, ax, hist: torch.Tensor, title: str = "", radius_scale: float = 1.0):
     """The centred histogram on ``ax`` with a colourbar (votes) and the L/M/H
     region borders (dashed circles at ``REGION_EDGES`` times radius_scale),
     labelled with the band shares."""
-    from matplotlib.patches import Circle
-
     H, W = hist.shape
     im = ax.imshow(hist.cpu().numpy(), cmap="inferno", extent=_extent(H, W))
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     cb.ax.set_title("votes", fontsize=6)
     cb.ax.tick_params(labelsize=6)
-    for r in REGION_EDGES:
-        ax.add_patch(Circle((0, 0), r * radius_scale, fill=False, ls="--", lw=0.8, color="cyan"))
+    draw_region_borders(ax, radius_scale)
     s = band_shares(hist, radius_scale=radius_scale)
     ax.set_title((title + "\n" if title else "") + f"L {s['L']:.2f} | M {s['M']:.2f} | H {s['H']:.2f}",
                  fontsize=8)
@@ -190,9 +214,12 @@ def plot_histogram(hist: torch.Tensor, path: str, title: str = "", resp: torch.T
 
 
 def analyse(first_block, C: int, H: int, W: int, path: str | None = None, *, t: float = 4 * math.sqrt(2),
-            title: str = "", device=None, batch_size: int = 256) -> dict:
-    """One call: responses, histogram, band shares, and the figure when ``path`` is given."""
-    resp = frequency_response(first_block, C, H, W, t, device=device, batch_size=batch_size)
+            input_transform: Callable | None = None, title: str = "", device=None,
+            batch_size: int = 256) -> dict:
+    """One call: responses, histogram, band shares, and the figure when ``path``
+    is given (``input_transform``: see ``frequency_response``)."""
+    resp = frequency_response(first_block, C, H, W, t, input_transform=input_transform, device=device,
+                              batch_size=batch_size)
     hist = response_histogram(resp)
     result = {"histogram": hist, "responses": resp, "band_shares": band_shares(hist)}
     if path is not None:
@@ -200,5 +227,5 @@ def analyse(first_block, C: int, H: int, W: int, path: str | None = None, *, t: 
     return result
 
 
-__all__ = ["channel_pdms", "frequency_response", "normalise_responses", "response_histogram",
-           "band_shares", "draw_histogram", "flat_channels", "plot_histogram", "analyse", "REGION_EDGES"]
+__all__ = ["channel_pdms", "gratings", "frequency_response", "normalise_responses", "response_histogram",
+           "region_masks", "band_shares", "draw_histogram", "flat_channels", "plot_histogram", "analyse", "REGION_EDGES"]

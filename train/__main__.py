@@ -36,6 +36,9 @@ def _common(p: argparse.ArgumentParser):
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--out", default="out/runs", help="folder for run directories")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision first")
+    p.add_argument("--analyse", action="store_true",
+                   help="write the frequency report (Fourier heat map, PDM, corruptions) into "
+                        "<run>/analysis at the end (see fastfreq-analyse)")
 
 
 def _overrides(a) -> dict:
@@ -67,6 +70,15 @@ def _print_results(res: dict):
     if "pdm" in res:
         s = res["pdm"]["band_shares"]
         print(f"\nPDM band shares L/M/H: {s['L']:.2f}/{s['M']:.2f}/{s['H']:.2f}; figure {res['pdm']['figure']}")
+
+
+def _analyse(a, cfg):
+    """The --analyse report of a finished run (its results are already saved)."""
+    if a.analyse:
+        from .analyse import analyse_run
+
+        paths = analyse_run(os.path.join(a.out, cfg.run_name), device=cfg.device)
+        print(f"frequency report: {paths['markdown']}")
 
 
 def main(argv=None) -> int:
@@ -131,6 +143,7 @@ def _dispatch(a) -> int:
                     print(f"stopped after {res['stopped_after']} epochs; continue with --resume")
                 else:
                     _print_results(res)
+                    _analyse(a, cfg)
         else:
             for preset in a.presets:
                 for seed in a.seeds:
@@ -143,6 +156,7 @@ def _dispatch(a) -> int:
                         continue
                     print(f"{cfg.run_name}: clean {res['clean_acc']:.2f}%"
                           + (f", robustness {res['rob_all']:.2f}%" if "rob_all" in res else ""))
+                    _analyse(a, cfg)
         if distributed:
             # the other ranks wait for rank 0's evaluation, so that all tear the
             # process group down together (a rank that left while rank 0 was

@@ -78,21 +78,32 @@ def load_data(cfg: RunConfig, data_dir: str = os.path.join("out", "data")):
                              "corrupted set (generated under --out); --c-root needs --data cifar10")
         xtr, ytr = D.synthetic_dataset(cfg.n_train if cfg.n_train is not None else 10000,
                                        seed=cfg.seed * 7919 + 11)
-        n_test = cfg.n_test if cfg.n_test is not None else 2000
-        xte, yte = D.synthetic_dataset(n_test, seed=1)
-        c_root = os.path.join(data_dir, f"synthetic-c-{n_test}")
+        xte, yte = load_test(cfg)
+        c_root = os.path.join(data_dir, f"synthetic-c-{len(xte)}")
         if _dist()[0] == 0:
-            D.build_synthetic_c(c_root, n=n_test, seed=1)
+            D.build_synthetic_c(c_root, n=len(xte), seed=1)
         if _dist()[1] > 1:
             torch.distributed.barrier()
         return xtr, ytr, xte, yte, D.CIFAR10C(c_root)
     xtr, ytr = D.load_cifar10(cfg.data_root, "train")
-    xte, yte = D.load_cifar10(cfg.data_root, "test")
+    xte, yte = load_test(cfg)
     if cfg.n_train:
         xtr, ytr = xtr[:cfg.n_train], ytr[:cfg.n_train]
-    if cfg.n_test:
-        xte, yte = xte[:cfg.n_test], yte[:cfg.n_test]
     return xtr, ytr, xte, yte, D.CIFAR10C(cfg.c_root) if cfg.c_root else None
+
+
+def load_test(cfg: RunConfig):
+    """The run's test images (uint8) and labels: what it is evaluated on."""
+    if cfg.data == "synthetic":
+        return D.synthetic_dataset(cfg.n_test if cfg.n_test is not None else 2000, seed=1)
+    xte, yte = D.load_cifar10(cfg.data_root, "test")
+    return (xte[:cfg.n_test], yte[:cfg.n_test]) if cfg.n_test else (xte, yte)
+
+
+def build_net(cfg: RunConfig) -> APSNet:
+    """The run's model and label generator, freshly initialised."""
+    return APSNet(build_model(cfg.model, attention=cfg.attention, hidden=cfg.hidden),
+                  AuxLabels(cfg.labels) if cfg.labels else None)
 
 
 class CheckpointError(ValueError):
@@ -191,9 +202,7 @@ class Trainer:
         self.amp_dtype = torch.bfloat16 if (cfg.amp and on_gpu) else None
 
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, attention=cfg.attention, hidden=cfg.hidden)
-        labels = AuxLabels(cfg.labels) if cfg.labels else None
-        self.net = APSNet(model, labels).to(self.device)
+        self.net = build_net(cfg).to(self.device)
         if cfg.channels_last and on_gpu:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
