@@ -7,6 +7,7 @@
     python -m bench aot [--gate] [--full] # GPU kernel resources and a static estimate (no GPU)
     python -m bench precision --device cuda   # Triton error per precision vs the reference
     python -m bench contention            # CPU: 1/2 threads, quiet and beside a busy process
+    python -m bench heatmap               # CPU: batched Fourier heat map vs the peer's loop over bases
 
 Writes ``<out>/<device-name>.json`` (device, versions, every figure),
 ``<device-name>.md`` (the table) and ``<device-name>.png`` (images/s vs batch).
@@ -175,7 +176,8 @@ def precision(a) -> dict:
 def parser():
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", default="throughput", choices=["throughput", "e2e", "aot", "precision", "contention"])
+    ap.add_argument("what", nargs="?", default="throughput", choices=["throughput", "e2e", "aot", "precision", "contention",
+                                                                   "heatmap"])
     ap.add_argument("--rounds", type=int, default=7, help="contention: interleaved rounds")
     ap.add_argument("--batch", type=int, default=1024, help="contention: images per call")
     ap.add_argument("--size", type=int, default=40, help="contention: image side")
@@ -193,6 +195,10 @@ def parser():
     ap.add_argument("--compile-all", action="store_true",
                     help="time torch.compile of the eager code at every setting (default: first 2)")
     ap.add_argument("--e2e-images", type=int, default=4096, help="training images per epoch (e2e)")
+    ap.add_argument("--images", type=int, default=256, help="heatmap: test images")
+    ap.add_argument("--heatmap-batch", type=int, default=256, help="heatmap: batch size of both methods")
+    ap.add_argument("--peer-bases", type=int, default=17,
+                    help="heatmap: bases timed with the peer's own code (FASTFREQ_PEER_FHMAP)")
     ap.add_argument("--out", default="out/bench",
                     help="output folder (default out/bench, untracked; the committed tables in "
                          "bench/results are copied there on purpose)")
@@ -201,9 +207,9 @@ def parser():
 
 def main(argv=None):
     a = parser().parse_args(argv)
-    for name in ("rounds", "batch", "size"):
+    for name in ("rounds", "batch", "size", "images", "heatmap_batch", "peer_bases"):
         if getattr(a, name) < 1:
-            parser().error(f"--{name}: expected a positive integer")
+            parser().error(f"--{name.replace('_', '-')}: expected a positive integer")
     for name in ("batches", "sizes"):
         if any(v < 1 for v in (getattr(a, name) or [])):
             parser().error(f"--{name}: expected positive integers")
@@ -215,6 +221,10 @@ def main(argv=None):
         from . import contention
 
         contention.run(a)
+    elif a.what == "heatmap":
+        from . import heatmap
+
+        heatmap.run(a)
     elif a.what == "precision":
         precision(a)
     elif a.what == "e2e":
