@@ -101,9 +101,10 @@ def load_test(cfg: RunConfig):
 
 
 def build_net(cfg: RunConfig) -> APSNet:
-    """The run's model and label generator, freshly initialised."""
-    return APSNet(build_model(cfg.model, attention=cfg.attention, hidden=cfg.hidden),
-                  AuxLabels(cfg.labels) if cfg.labels else None)
+    """The run's model and label generator, initialised from ``cfg.seed`` (on the CPU)."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, attention=cfg.attention, hidden=cfg.hidden)
+    return APSNet(model, AuxLabels(cfg.labels) if cfg.labels else None)
 
 
 class CheckpointError(ValueError):
@@ -201,7 +202,6 @@ class Trainer:
         on_gpu = self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if (cfg.amp and on_gpu) else None
 
-        torch.manual_seed(cfg.seed)
         self.net = build_net(cfg).to(self.device)
         if cfg.channels_last and on_gpu:
             self.net = self.net.to(memory_format=torch.channels_last)
