@@ -68,6 +68,17 @@ class ChannelAttention(nn.Module):
             raise RuntimeError("open_ratio: run a forward pass first")
         return self.mask.float().mean(dim=1)
 
+    def take_open_ratio(self) -> torch.Tensor:
+        """``open_ratio``, after which the module keeps its mask detached, so
+        that no autograd graph outlives the step on the module. A step
+        compiled with ``torch.compile(fullgraph=True)`` that calls
+        ``backward()`` needs it (Dynamo refuses a backward through a graph
+        that a module attribute still holds); eagerly it frees the graph a
+        step earlier."""
+        ratio = self.open_ratio
+        self.mask = self.mask.detach()
+        return ratio
+
 
 class ExtendedChannelAttention(ChannelAttention):
     """The extended module of Section 3.3 (used with NFD): a 3x3 convolution and
@@ -121,8 +132,9 @@ class AuxLabels(nn.Module):
         suppression ratios ``(B,)`` in [0, 1].
 
         Out-of-range values raise on CPU tensors; on a GPU (no host sync per
-        training step) their labels are NaN, which the trainer's NaN check
-        reports; a band id is never wrapped around (-1 used to mean band 2)."""
+        training step) and inside ``torch.compile`` their labels are NaN,
+        which the trainer's NaN check reports; a band id is never wrapped
+        around (-1 used to mean band 2)."""
         for name, t in (("band", band), ("alpha", alpha)):
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"{name}: expected a tensor, got {type(t).__name__}")
@@ -135,7 +147,9 @@ class AuxLabels(nn.Module):
             raise TypeError(f"alpha: expected floating suppression ratios, got {alpha.dtype}")
         alpha = alpha.float()
         bad = bad_images(band, alpha, None)  # the backends' out-of-range rule
-        if band.device.type == "cpu" and bool(bad.any()):
+        # the check reads the values on the host: not on a GPU (a sync per
+        # step) and not inside torch.compile (a data-dependent branch)
+        if band.device.type == "cpu" and not torch.compiler.is_compiling() and bool(bad.any()):
             raise ValueError(f"band, alpha: expected band ids in {{0, 1, 2}} and alpha in [0, 1], got "
                              f"band {band[bad].tolist()[:5]}, alpha {alpha[bad].tolist()[:5]}")
         band = torch.where(bad, 0, band)

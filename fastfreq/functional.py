@@ -48,9 +48,25 @@ def _tensor_on(v, name: str, device, dtype=None) -> torch.Tensor:
     return torch.as_tensor(np.asarray(v), device=device, dtype=dtype)
 
 
+def _in_graph_check(ok: torch.Tensor, msg: str) -> None:
+    """A value check inside ``torch.compile``, where reading the answer on the
+    host is a data-dependent branch (a graph break, an error under
+    ``fullgraph=True``): on CPU an in-graph assert (``RuntimeError`` with
+    ``msg`` when the call runs); on a GPU none (a device-side assert would
+    leave the CUDA context unusable), so bad parameters give the contract's
+    NaN images there."""
+    if ok.device.type == "cpu":
+        torch._assert_async(ok, msg)
+
+
 def _check_range(t: torch.Tensor, name: str, lo, hi) -> None:
     """Value checks; one host sync on GPU tensors (modules that generate their
     own parameters skip them)."""
+    if torch.compiler.is_compiling():
+        if t.numel():  # NaN fails both comparisons
+            _in_graph_check(((t >= lo) & (t <= hi)).all(), f"{name}: expected finite values in "
+                            f"[{lo}, {hi}]")
+        return
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name}: expected finite values, got NaN or Inf")
     if t.numel() and not bool(((t >= lo) & (t <= hi)).all()):
@@ -63,6 +79,10 @@ def _check_magnitude(x: torch.Tensor) -> None:
     H, W = x.shape[-2:]
     f64 = x.dtype == torch.float64
     limit = (FLOAT64_SUM_LIMIT if f64 else FLOAT32_SUM_LIMIT) / (H * W)
+    if torch.compiler.is_compiling():  # NaN and Inf fail the comparison
+        _in_graph_check(x.detach().abs().amax() <= limit, f"x: expected finite values with "
+                        f"magnitudes up to {limit:.3g} for {H}x{W} images; rescale the images")
+        return
     peak = float(x.detach().abs().amax())
     if not math.isfinite(peak):
         raise ValueError("x: expected finite values, got NaN or Inf")
@@ -125,7 +145,9 @@ def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, gen
             if tuple(noise.shape) != want:
                 raise ValueError(f"noise: expected the half-spectrum shape {want}, "
                                  f"got {tuple(noise.shape)}")
-            if check_values and not bool(torch.isfinite(noise).all()):
+            if check_values and torch.compiler.is_compiling():
+                _in_graph_check(torch.isfinite(noise).all(), "noise: expected finite values")
+            elif check_values and not bool(torch.isfinite(noise).all()):
                 raise ValueError("noise: expected finite values, got NaN or Inf")
     elif noise is not None:
         raise ValueError("noise: given without alpha_r; NFD needs control weights alpha_r")
@@ -249,7 +271,10 @@ def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1
     precision: matrix-product precision of the Triton backend, "ieee",
         "tf32x3" or "tf32" (default: fastfreq.backends.triton_kernel.DEFAULT_PRECISION).
     check_values: validate value ranges (one host sync on GPU); internal
-        callers that generate valid parameters turn it off. Without the
+        callers that generate valid parameters turn it off. Inside
+        ``torch.compile`` (no host read there) the checks are in-graph
+        asserts on CPU tensors (a ``RuntimeError`` naming the argument) and
+        are left out on GPU tensors. Without the
         checks, an image whose band id is outside {0, 1, 2} or whose alpha /
         alpha_r is outside [0, 1] (or NaN) comes back all NaN, on every
         backend (fastfreq/backends/_contract.py).

@@ -151,8 +151,12 @@ class _Sampled(nn.Module):
         process; in a DataLoader worker a generator of its own, seeded from
         ``generator``'s current state and the worker's seed."""
         g = self.generator
+        # get_worker_info() is a lookup Dynamo refuses to trace; a compiled
+        # step runs in the main process, where it would answer None anyway
+        if g is None or torch.compiler.is_compiling():
+            return g
         info = torch.utils.data.get_worker_info()
-        if g is None or info is None:
+        if info is None:
             return g
         key = (info.id, info.seed)
         if self._worker_stream is None or self._worker_stream[0] != key:
