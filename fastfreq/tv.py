@@ -9,13 +9,21 @@
 
 The fastfreq modules are already callable in ``v2.Compose`` (they return
 their input's structure); the adapter adds torchvision's own dispatch:
-``tv_tensors.Image`` and pure tensors (torchvision's rule for which pure
-tensor is the image) are augmented, boxes, masks, labels and other entries
-pass through, and every image of one sample gets the same draw.
+``tv_tensors.Image``, PIL images and pure tensors (torchvision's rule for
+which pure tensor is the image) are augmented, boxes, masks, labels and other
+entries pass through, and every image of one sample gets the same draw.
+
+PIL images (what torchvision datasets such as CIFAR10 and ImageFolder yield)
+are converted to uint8 tensors, augmented, and converted back to a PIL image
+of the same mode, as torchvision's own v2 transforms return PIL for PIL.
+Modes "L" and "RGB" are accepted; others (palette "P", "RGBA", 16-bit, float)
+are refused with a hint, because augmenting palette indices or an alpha
+channel as if they were intensities would be wrong without a word.
 """
 from __future__ import annotations
 
 import torch
+from PIL import Image as PILImage
 
 try:
     from torchvision import tv_tensors
@@ -37,7 +45,8 @@ if v2 is not None:
         """Wrap a fastfreq module (``PowerSuppression``, ``NFD``,
         ``SpectralAugment``) as a ``torchvision.transforms.v2.Transform``."""
 
-        _transformed_types = (tv_tensors.Image, torch.Tensor)
+        _transformed_types = (tv_tensors.Image, torch.Tensor, PILImage.Image)
+        _PIL_MODES = ("L", "RGB")
 
         def __init__(self, module: torch.nn.Module):
             super().__init__()
@@ -49,10 +58,13 @@ if v2 is not None:
 
         @staticmethod
         def _is_image(inpt) -> bool:
-            return isinstance(inpt, tv_tensors.Image) or type(inpt) is torch.Tensor
+            return (isinstance(inpt, (tv_tensors.Image, PILImage.Image))
+                    or type(inpt) is torch.Tensor)
 
         def make_params(self, flat_inputs):
             for inpt in flat_inputs:
+                if isinstance(inpt, PILImage.Image):
+                    return {"draw": self.module.sample_params(1, "cpu", (inpt.height, inpt.width))}
                 if self._is_image(inpt):
                     batch = inpt.shape[0] if inpt.dim() == 4 else 1
                     return {"draw": self.module.sample_params(batch, inpt.device,
@@ -60,6 +72,12 @@ if v2 is not None:
             return {"draw": None}
 
         def transform(self, inpt, params):
+            if isinstance(inpt, PILImage.Image):
+                if inpt.mode not in self._PIL_MODES:
+                    raise TypeError(f"x: expected a PIL image of mode 'L' or 'RGB', got mode "
+                                    f"{inpt.mode!r}; convert it first (image.convert('RGB'))")
+                out = self.module(v2.functional.pil_to_tensor(inpt), params=params["draw"])
+                return v2.functional.to_pil_image(out, mode=inpt.mode)
             if not self._is_image(inpt):
                 return inpt  # boxes, masks, videos: not images of this transform
             return self.module(inpt, params=params["draw"])

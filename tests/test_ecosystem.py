@@ -5,6 +5,7 @@ import copy
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -104,6 +105,33 @@ def test_torchvision_v2_adapter():
     assert not torch.equal(out, img)
     with pytest.raises(TypeError, match="module: expected a fastfreq augmentation"):
         V2(nn.Identity())
+
+
+def test_torchvision_v2_adapter_on_pil_images():
+    """torchvision datasets yield PIL images: V2 augments them (and gives PIL
+    back, as torchvision's v2 transforms do), instead of passing them by."""
+    pytest.importorskip("torchvision")
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from fastfreq.tv import V2
+
+    arr = torch.randint(0, 256, (20, 24, 3), dtype=torch.uint8, generator=gen(11))
+    pil = Image.fromarray(arr.numpy(), "RGB")
+    aug = SpectralAugment(ps_p=1.0, alpha=(1, 1), generator=gen(12))
+    out = V2(aug)(pil)
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == pil.size
+    # the same draw on the uint8 tensor of the image, computed by the module itself
+    want = aug(arr.permute(2, 0, 1), params=aug.last_params)
+    got = torch.from_numpy(np.array(out)).permute(2, 0, 1)
+    assert torch.equal(got, want) and not torch.equal(got, arr.permute(2, 0, 1))
+    # in a pipeline that ends in ToImage, with a label beside the image
+    img, label = v2.Compose([V2(aug), v2.ToImage()])(pil, 3)
+    assert label == 3 and img.dtype == torch.uint8 and not torch.equal(img, arr.permute(2, 0, 1))
+    gray = V2(PowerSuppression(p=1.0, alpha=(1, 1), generator=gen(13)))(pil.convert("L"))
+    assert gray.mode == "L" and gray.tobytes() != pil.convert("L").tobytes()
+    with pytest.raises(TypeError, match=r"mode 'L' or 'RGB', got mode 'P'.*convert"):
+        V2(aug)(pil.convert("P"))
 
 
 def test_repr_names_every_setting():
