@@ -28,15 +28,15 @@ $(STAMP): $(SOURCES)
 # (--resume: a finished demo run is re-evaluated, not retrained)
 demo: $(STAMP)
 	$(PY) -m fastfreq.demo
-	$(PY) -m train run --preset demo --out out/demo/runs --resume
+	$(PY) -m fastfreq.train run --preset demo --out out/demo/runs --resume
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 # CPU throughput table (out/bench/, untracked) and the e2e overhead
 bench: $(STAMP)
-	$(PY) -m bench
-	$(PY) -m bench e2e
+	$(PY) -m fastfreq.bench
+	$(PY) -m fastfreq.bench e2e
 
 # On a machine with an NVIDIA GPU: uses python3 as it is (no venv, no
 # downloads), builds in place, runs tests, benchmarks and a short training,

@@ -1,13 +1,13 @@
 """Throughput benchmark of fastfreq's backends (and end-to-end training overhead).
 
-    python -m bench                       # CPU grid: batches 1..2048, 32/40/64, fp32/fp16
-    python -m bench --quick               # a small grid (batch 128/1024, 40x40, fp32)
-    python -m bench e2e                   # training throughput with / without augmentation
-    python -m bench --device cuda         # on a GPU: batches up to 8192, % of bandwidth bound
-    python -m bench aot [--gate] [--full] # GPU kernel resources and a static estimate (no GPU)
-    python -m bench precision --device cuda   # Triton error per precision vs the reference
-    python -m bench contention            # CPU: 1/2 threads, quiet and beside a busy process
-    python -m bench heatmap               # CPU: batched Fourier heat map vs the peer's loop over bases
+    fastfreq-bench                       # CPU grid: batches 1..2048, 32/40/64, fp32/fp16
+    fastfreq-bench --quick               # a small grid (batch 128/1024, 40x40, fp32)
+    fastfreq-bench e2e                   # training throughput with / without augmentation
+    fastfreq-bench --device cuda         # on a GPU: batches up to 8192, % of bandwidth bound
+    fastfreq-bench aot [--gate] [--full] # GPU kernel resources and a static estimate (no GPU)
+    fastfreq-bench precision --device cuda   # Triton error per precision vs the reference
+    fastfreq-bench contention            # CPU: 1/2 threads, quiet and beside a busy process
+    fastfreq-bench heatmap               # CPU: batched Fourier heat map vs the peer's loop over bases
 
 Writes ``<out>/<device-name>.json`` (device, versions, every figure),
 ``<device-name>.md`` (the table) and ``<device-name>.png`` (images/s vs batch).
@@ -173,25 +173,44 @@ def precision(a) -> dict:
     return {"rows": rows}
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and every option's default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, argparse.SUPPRESS) and action.default is not False \
+                and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def parser():
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", default="throughput", choices=["throughput", "e2e", "aot", "precision", "contention",
-                                                                   "heatmap"])
+    ap = argparse.ArgumentParser(prog="fastfreq-bench", description=__doc__,
+                                 formatter_class=_HelpFormatter)
+    ap.add_argument("what", nargs="?", default="throughput",
+                    choices=["throughput", "e2e", "aot", "precision", "contention",
+                             "heatmap"],
+                    help="which benchmark")
     ap.add_argument("--rounds", type=int, default=7, help="contention: interleaved rounds")
     ap.add_argument("--batch", type=int, default=1024, help="contention: images per call")
     ap.add_argument("--size", type=int, default=40, help="contention: image side")
     ap.add_argument("--arch", type=int, nargs="+", default=[90], help="aot: SM architectures (90, 80)")
     ap.add_argument("--full", action="store_true", help="aot: every shipped configuration")
     ap.add_argument("--gate", action="store_true", help="aot: exit 1 if a default 32/40 config spills")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to time")
     ap.add_argument("--quick", action="store_true", help="a small grid")
-    ap.add_argument("--batches", type=int, nargs="+")
-    ap.add_argument("--sizes", type=int, nargs="+")
-    ap.add_argument("--dtypes", nargs="+", choices=["float32", "float16", "bfloat16", "float64"])
-    ap.add_argument("--ops", nargs="+", choices=list(core.OPS))
-    ap.add_argument("--backends", nargs="+")
-    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--batches", type=int, nargs="+",
+                    help="throughput: batch sizes (default: 1 128 1024 2048 on CPU, 1 128 1024 8192 "
+                         "on CUDA, 128 1024 with --quick)")
+    ap.add_argument("--sizes", type=int, nargs="+",
+                    help="throughput: image sides (default: 32 40 64; 40 with --quick)")
+    ap.add_argument("--dtypes", nargs="+", choices=["float32", "float16", "bfloat16", "float64"],
+                    help="throughput: dtypes (default: float32 float16; float32 with --quick)")
+    ap.add_argument("--ops", nargs="+", choices=list(core.OPS),
+                    help="throughput: operations (default: all; both with --quick)")
+    ap.add_argument("--backends", nargs="+",
+                    help="throughput: backends to time (default: every one this machine runs)")
+    ap.add_argument("--repeats", type=int, default=10, help="throughput: interleaved rounds")
     ap.add_argument("--compile-all", action="store_true",
                     help="time torch.compile of the eager code at every setting (default: first 2)")
     ap.add_argument("--e2e-images", type=int, default=4096, help="training images per epoch (e2e)")
@@ -200,8 +219,8 @@ def parser():
     ap.add_argument("--peer-bases", type=int, default=17,
                     help="heatmap: bases timed with the peer's own code (FASTFREQ_PEER_FHMAP)")
     ap.add_argument("--out", default="out/bench",
-                    help="output folder (default out/bench, untracked; the committed tables in "
-                         "bench/results are copied there on purpose)")
+                    help="output folder (untracked; the committed tables in bench/results "
+                         "are copied there on purpose)")
     return ap
 
 
@@ -226,6 +245,10 @@ def main(argv=None):
 
         heatmap.run(a)
     elif a.what == "precision":
+        if a.device == "cuda" and not torch.cuda.is_available():
+            print("error: --device cuda: no CUDA GPU on this machine (the precision check times "
+                  "the compiled Triton kernel on one)", file=sys.stderr)
+            return 2
         precision(a)
     elif a.what == "e2e":
         e2e(a)

@@ -1,6 +1,6 @@
 """CPU throughput on a quiet machine and beside a busy process.
 
-    python -m bench contention [--rounds 7] [--batch 1024] [--size 40] [--out out/bench]
+    fastfreq-bench contention [--rounds 7] [--batch 1024] [--size 40] [--out out/bench]
 
 Times one PS + NFD call (in-kernel noise, float32) of the ``cpp`` and ``torch``
 backends with 1 and 2 intra-op threads, in two conditions: quiet, and beside a

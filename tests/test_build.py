@@ -79,3 +79,71 @@ def test_contention_benchmark_cli(tmp_path):
     assert {r["threads"] for r in res["rows"]} == {1, 2}
     assert "busy_2t_over_quiet_1t" in res["ratios"]["torch"]
     assert (tmp_path / "contention-cpu.md").exists()
+
+
+def test_benchmark_precision_on_cuda_without_a_gpu_says_so_in_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    out = subprocess.run([sys.executable, "-m", "bench", "precision", "--device", "cuda", "--out",
+                          str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --device cuda: no CUDA GPU"), lines
+
+
+def _option_actions(ap):
+    """(parser, action) for every option of a parser and of its subcommands."""
+    import argparse
+
+    for act in ap._actions:
+        if isinstance(act, argparse._SubParsersAction):
+            for sub in act.choices.values():
+                yield from _option_actions(sub)
+        elif not isinstance(act, argparse._HelpAction):
+            yield ap, act
+
+
+def test_every_cli_option_has_help_and_shows_its_default():
+    from bench.__main__ import parser as bench_parser
+    from train.__main__ import parser as train_parser
+
+    for ap in (train_parser(), bench_parser()):
+        for owner, act in _option_actions(ap):
+            name = "/".join(act.option_strings) or act.dest
+            assert act.help, f"{owner.prog} {name}: no help text"
+            text = " ".join(owner.format_help().split())
+            if act.default is not None and act.default is not False:
+                shown = " ".join(" ".join(map(str, act.default)) if isinstance(act.default, list)
+                                 else [str(act.default)])
+                assert f"(default: {act.default})" in text or f"(default: {shown})" in text, \
+                    f"{owner.prog} {name}: default {act.default!r} not shown"
+            elif not act.required and not (act.nargs == 0 and act.default is False):
+                # options whose default is decided elsewhere (the preset) say what it is
+                assert "default" in act.help, f"{owner.prog} {name}: help does not say its default"
+
+
+def test_offline_download_says_what_to_do(tmp_path, monkeypatch):
+    """No network: one message naming the URL, the folder and the way out
+    (before: only `<urlopen error [Errno 111] Connection refused>`)."""
+    tv = pytest.importorskip("torchvision")
+    from train.data import DataError, load_cifar10
+
+    # a port nothing listens on: the real download path, refused at once
+    monkeypatch.setattr(tv.datasets.CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    with pytest.raises(DataError) as err:
+        load_cifar10(str(tmp_path), "test", download=True)
+    msg = str(err.value)
+    assert msg.startswith("download: could not fetch CIFAR-10 from http://127.0.0.1:9/")
+    assert str(tmp_path) in msg and "cifar-10-batches-py" in msg and "drop --download" in msg
+
+
+def test_user_messages_name_no_development_paths():
+    """Users have no ../shared folder: messages and --help must not send them there."""
+    from train import data
+    from train.__main__ import parser
+
+    for text in (data.WHERE_FROM, data.WHERE_FROM_C, parser().format_help(),
+                 open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()):
+        assert "../shared" not in text, text[:200]

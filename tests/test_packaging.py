@@ -3,6 +3,7 @@ build needs, a wheel built from that sdist (CPU extension), installed in a
 folder of its own: it imports, its extension loads, its entry points run, and
 it puts no generic top-level packages into site-packages."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,33 @@ def test_sdist_builds_a_wheel_that_installs_and_runs(tmp_path):
     for script, args in (("fastfreq-train", ["list"]), ("fastfreq-bench", ["--help"])):
         out = _run([str(site / "bin" / script), *args], env=env, cwd=tmp_path)
         assert out.stdout.strip()
+    _readme_commands_run_from(site, env, tmp_path)
+
+
+def _readme_commands_run_from(site, env, cwd):
+    """Every README command line resolves in the installed package: its
+    program and subcommand answer --help, and that help lists every option
+    the README line uses (running them for real would train for hours)."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    checked = {}
+    for cmd in _readme_commands(readme):
+        if cmd.startswith(CHECKOUT_ONLY):
+            continue
+        words = cmd.split()
+        if words[0] == "torchrun":
+            at = words.index("-m")
+            prog, rest = [sys.executable, "-m", words[at + 1]], words[at + 2:]
+        elif words[:2] == ["python", "-m"]:
+            prog, rest = [sys.executable, "-m", words[2]], words[3:]
+        else:
+            prog, rest = [str(site / "bin" / words[0])], words[1:]
+        sub = [rest[0]] if rest and not rest[0].startswith(("-", "[")) else []
+        key = (tuple(prog), tuple(sub))
+        if key not in checked:
+            checked[key] = _run([*prog, *sub, "--help"], env=env, cwd=cwd).stdout
+        for opt in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", " ".join(rest)):
+            assert opt in checked[key], f"README: `{cmd}`: {opt} is not an option of {key}"
+    assert len(checked) >= 5, checked.keys()
 
 
 def test_cuda_part_needs_the_cuda_runtime_library(tmp_path):
@@ -75,3 +103,35 @@ def test_cuda_part_needs_the_cuda_runtime_library(tmp_path):
     import torch
     want = "CUDA yes" if torch.version.cuda else "CUDA no"
     assert want in out.stdout and "no libcudart.so" not in out.stdout
+
+
+# ------------------------------------------------------------------ installed forms of the CLIs
+def _readme_commands(text):
+    """The command lines of the README's bash blocks (continuations joined)."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        lines += [ln.split("#")[0].strip() for ln in joined.splitlines() if ln.split("#")[0].strip()]
+    return lines
+
+
+CHECKOUT_ONLY = ("make ", "pip install", "pytest ")
+
+
+def test_docs_and_help_use_forms_that_work_after_pip_install():
+    """`python -m train` / `python -m bench` work only from a checkout (after
+    `pip install` the packages are fastfreq.train and fastfreq.bench)."""
+    from bench.__main__ import parser as bench_parser
+    from train.__main__ import parser as train_parser
+
+    texts = {"README.md": open(os.path.join(ROOT, "README.md")).read(),
+             "docs/results.md": open(os.path.join(ROOT, "docs", "results.md")).read(),
+             "fastfreq-train --help": train_parser().format_help(),
+             "fastfreq-bench --help": bench_parser().format_help()}
+    for where, text in texts.items():
+        bad = re.findall(r"(?:python3? -m|torchrun[^\n]*?-m) (?:train|bench)\b(?!\.gpu_check)", text)
+        assert not bad, f"{where}: {bad}"
+    for cmd in _readme_commands(texts["README.md"]):
+        if not cmd.startswith(CHECKOUT_ONLY):
+            assert re.match(r"(fastfreq-(train|bench|demo)|python -m fastfreq\.|torchrun .*-m fastfreq\.)",
+                            cmd), cmd

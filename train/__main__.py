@@ -1,14 +1,14 @@
 """fastfreq training CLI.
 
-    python -m train list                              # presets
-    python -m train run --preset demo                 # train + evaluate one run
-    python -m train run --preset t3-both --data cifar10 --data-root data \\
-        --c-root ../shared/data/CIFAR-10-C-sample --epochs 30 --seed 1
-    python -m train run --preset demo --resume        # continue a killed run
-    python -m train sweep --presets t3-nat t3-both --seeds 0 1 2 3
-    python -m train table --runs out/runs --baseline t3-nat
+    fastfreq-train list                              # presets
+    fastfreq-train run --preset demo                 # train + evaluate one run
+    fastfreq-train run --preset t3-both --data cifar10 --data-root data \\
+        --c-root path/to/CIFAR-10-C --epochs 30 --seed 1
+    fastfreq-train run --preset demo --resume        # continue a killed run
+    fastfreq-train sweep --presets t3-nat t3-both --seeds 0 1 2 3
+    fastfreq-train table --runs out/runs --baseline t3-nat
 
-Multi-GPU: ``torchrun --nproc_per_node=N -m train run --preset ...`` (DDP; CPU
+Multi-GPU: ``torchrun --nproc_per_node=N -m fastfreq.train run --preset ...`` (DDP; CPU
 processes use the gloo backend).
 """
 from __future__ import annotations
@@ -22,20 +22,41 @@ from .engine import NaNLossError, run, run_missing
 from .presets import PRESETS, get_preset
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and every option's default (those that
+    default to the preset's value say so in their help text)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, argparse.SUPPRESS) and action.default is not False \
+                and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+PRESET = "(default: the preset's)"
+
+
 def _common(p: argparse.ArgumentParser):
-    p.add_argument("--epochs", type=int, help="override the preset's epochs (the lr schedule scales)")
-    p.add_argument("--data", choices=["synthetic", "cifar10"])
-    p.add_argument("--data-root", help="folder holding cifar-10-batches-py/")
-    p.add_argument("--c-root", help="CIFAR-10-C folder (default for synthetic data: its own corrupted set)")
-    p.add_argument("--n-train", type=int)
-    p.add_argument("--n-test", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--lam", type=float)
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--epochs", type=int,
+                   help=f"number of epochs; the lr steps scale with it {PRESET}")
+    p.add_argument("--data", choices=["synthetic", "cifar10"],
+                   help=f"training data: the embedded synthetic set or CIFAR-10 {PRESET}")
+    p.add_argument("--data-root", help="folder holding cifar-10-batches-py/ (default: data)")
+    p.add_argument("--c-root", help="CIFAR-10-C folder (default: none for CIFAR-10; for synthetic "
+                   "data its own corrupted set, written under <--out>/data)")
+    p.add_argument("--n-train", type=int, help=f"training images to use {PRESET}")
+    p.add_argument("--n-test", type=int, help=f"test images to use {PRESET}")
+    p.add_argument("--batch-size", type=int, help=f"images per step {PRESET}")
+    p.add_argument("--lr", type=float, help=f"initial SGD learning rate {PRESET}")
+    p.add_argument("--lam", type=float, help=f"weight of the APS auxiliary loss (eq. 10) {PRESET}")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default: the preset's, auto: "
+                   "the GPU when there is one)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help=f"torch.compile the model {PRESET}")
     p.add_argument("--out", default="out/runs", help="folder for run directories")
-    p.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision first")
+    p.add_argument("--download", action="store_true",
+                   help="download CIFAR-10 into --data-root with torchvision first")
     p.add_argument("--analyse", action="store_true",
                    help="write the frequency report (Fourier heat map, PDM, corruptions) into "
                         "<run>/analysis at the end (see fastfreq-analyse)")
@@ -81,26 +102,34 @@ def _analyse(a, cfg):
         print(f"frequency report: {paths['markdown']}")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fastfreq-train", description=__doc__,
+                                 formatter_class=_HelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="list the presets")
-    r = sub.add_parser("run", help="train and evaluate one run")
-    r.add_argument("--preset", required=True)
-    r.add_argument("--seed", type=int, default=0)
+    sub.add_parser("list", help="list the presets", formatter_class=_HelpFormatter)
+    r = sub.add_parser("run", help="train and evaluate one run", formatter_class=_HelpFormatter)
+    r.add_argument("--preset", required=True, help="preset name (see `fastfreq-train list`)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the model, data order and draws")
     r.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
-    r.add_argument("--stop-after", type=int, help="stop after this many epochs (then --resume)")
+    r.add_argument("--stop-after", type=int,
+                   help="stop after this many epochs, then --resume (default: train to the end)")
     _common(r)
-    s = sub.add_parser("sweep", help="run presets x seeds (resuming unfinished runs)")
-    s.add_argument("--presets", nargs="+", required=True)
-    s.add_argument("--seeds", nargs="+", type=int, default=[0])
+    s = sub.add_parser("sweep", help="run presets x seeds (resuming unfinished runs)",
+                       formatter_class=_HelpFormatter)
+    s.add_argument("--presets", nargs="+", required=True, help="preset names")
+    s.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds, one run each")
     _common(s)
-    t = sub.add_parser("table", help="aggregate finished runs into Markdown/CSV + PDM figure")
-    t.add_argument("--runs", default="out/runs")
+    t = sub.add_parser("table", help="aggregate finished runs into Markdown/CSV + PDM figure",
+                       formatter_class=_HelpFormatter)
+    t.add_argument("--runs", default="out/runs", help="folder holding the run directories")
     t.add_argument("--baseline", help="preset that the others are relative to (default: none, "
                    "all values absolute)")
-    t.add_argument("--out", help="output prefix (default <runs>/table)")
+    t.add_argument("--out", help="output prefix (default: <runs>/table)")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = parser()
     a = ap.parse_args(argv)
     try:
         return _dispatch(a)

@@ -30,10 +30,10 @@ CORRUPTION_SETS = {"15": BENCHMARK_15, "extra": EXTRA_4, "19": ALL_19,
                    "builtin": tuple(c for c in ALL_19 if c in CORRUPTIONS)}
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
-WHERE_FROM = ("CIFAR-10 comes from torchvision's download (--download) or from "
-              "../shared/data/build_cifar10.py OUT_DIR")
-WHERE_FROM_C = ("CIFAR-10-C is Hendrycks & Dietterich's benchmark (zenodo record 2535967); a "
-                "500-image sample lives in ../shared/data/CIFAR-10-C-sample")
+WHERE_FROM = ("CIFAR-10 comes from torchvision's download (--download, needs torchvision and "
+              "a network) or any copy in the cifar-10-batches-py layout")
+WHERE_FROM_C = ("CIFAR-10-C is Hendrycks & Dietterich's benchmark (zenodo record 2535967: "
+                "CIFAR-10-C.tar, one <corruption>.npy per corruption and labels.npy)")
 
 
 class DataError(ValueError):
@@ -95,7 +95,13 @@ def load_cifar10(root: str, split: str = "train", download: bool = False):
             import torchvision
         except ImportError as exc:
             raise DataError(f"download: needs torchvision ({exc}); {WHERE_FROM}") from None
-        torchvision.datasets.CIFAR10(root, download=True)
+        try:
+            torchvision.datasets.CIFAR10(root, download=True)
+        except OSError as exc:  # offline: urllib's URLError, a refused or reset connection
+            raise DataError(f"download: could not fetch CIFAR-10 from "
+                            f"{torchvision.datasets.CIFAR10.url} ({exc}); without a network, put "
+                            f"a copy in the cifar-10-batches-py layout under {root} (the archive "
+                            f"cifar-10-python.tar.gz unpacked) and drop --download") from None
     d = _batch_dir(root)
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     parts = [_read_batch(os.path.join(d, n)) for n in names]

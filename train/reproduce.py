@@ -1,7 +1,7 @@
 """CPU-scale reproduction study on real CIFAR-10 and the CIFAR-10-C sample
 (docs/results.md).
 
-    python -m train.reproduce --shared ../shared/data --epochs 4 --seeds 0 1
+    python -m fastfreq.train.reproduce --shared ../shared/data --epochs 4 --seeds 0 1
 
 1. builds ``<out>/data/cifar-10-batches-py`` from the shared JPEG archive
    (once; ``--data-root`` points at an existing copy instead);
