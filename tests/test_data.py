@@ -45,7 +45,7 @@ def test_cifar10_bad_files(tmp_path, bad, match):
 
 
 def test_cifar10_missing(tmp_path):
-    with pytest.raises(D.DataError, match="cifar-10-batches-py.*build_cifar10.py"):
+    with pytest.raises(D.DataError, match="cifar-10-batches-py.*--download"):
         D.load_cifar10(str(tmp_path), "train")
     with pytest.raises(ValueError, match="split"):
         D.load_cifar10(str(tmp_path), "val")
