@@ -20,7 +20,14 @@ adds the same noise on every backend).
 * ``generator`` makes the draws reproducible; inside a DataLoader worker each
   worker draws from its own stream, derived from the generator's state and
   the worker's seed (distinct per worker and per epoch, reproducible when
-  the DataLoader is seeded).
+  the DataLoader is seeded). Processes are not told apart: the ranks of a
+  DDP job that build the module with the same seeded generator draw the
+  same parameters, so seed it per rank (e.g. ``manual_seed(seed + rank)``).
+  Inside ``torch.compile`` use no generator (Dynamo cannot trace one): the
+  draws then come from the global RNG (``torch.manual_seed``);
+* augmentation in a Dataset (per image, in the workers): return
+  ``module.last_params`` with the image and pass the collated params
+  through ``batch_params`` to get the batch layout that ``AuxLabels`` takes.
 """
 from __future__ import annotations
 
@@ -50,6 +57,34 @@ def sample_control_weights(batch: int, n_bands: int = 5, *, generator=None, devi
     u = torch.rand(batch, generator=generator, device=dev, dtype=dtype)
     w.scatter_(1, pick[:, None], u[:, None])
     return w.to(device) if device is not None else w
+
+
+def batch_params(collated: dict) -> dict:
+    """The draws of single images, as a DataLoader collated them, in the
+    batch layout that ``AuxLabels`` and ``aux_loss`` take.
+
+    A module called on one ``(C, H, W)`` image keeps ``(1, ...)``-shaped
+    params; ``default_collate`` stacks B of them to ``(B, 1, ...)``. This
+    drops that axis from every entry (nested dicts such as
+    ``SpectralAugment``'s ``{"ps": ..., "nfd": ...}`` included), so
+    ``band``, ``alpha`` and ``applied`` become ``(B,)``. The NFD ``seed``
+    becomes ``(B,)`` too: one key per image (each was drawn with its own),
+    not a key that replays the whole batch.
+    """
+    if not isinstance(collated, dict):
+        raise TypeError(f"collated: expected the dict of params a DataLoader collated, got "
+                        f"{type(collated).__name__}")
+    out = {}
+    for key, v in collated.items():
+        if isinstance(v, dict):
+            out[key] = batch_params(v)
+        elif isinstance(v, torch.Tensor) and v.dim() >= 2 and v.shape[1] == 1:
+            out[key] = v.squeeze(1)
+        else:
+            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise ValueError(f"collated[{key!r}]: expected a (B, 1, ...) tensor (the params of "
+                             f"single images stacked by a DataLoader), got {shape}")
+    return out
 
 
 @functools.lru_cache(maxsize=64)

@@ -27,6 +27,14 @@ def _modules():
             SpectralAugment(ps_p=0.5, generator=gen(3))]
 
 
+def test_modules_are_exported_at_the_top_level():
+    import fastfreq
+    from fastfreq import transforms
+
+    for name in ("PowerSuppression", "NFD", "SpectralAugment", "batch_params"):
+        assert getattr(fastfreq, name) is getattr(transforms, name) and name in fastfreq.__all__
+
+
 # ------------------------------------------------------------------ composition
 def test_torchvision_compose_and_sequential_return_tensors():
     T = pytest.importorskip("torchvision.transforms")
@@ -262,11 +270,65 @@ def test_workers_draw_distinct_reproducible_streams():
     assert not all(torch.equal(x, y) for (x, _), (y, _) in zip(a, c))  # another epoch / seed
 
 
+class _PerImage(torch.utils.data.Dataset):
+    """Augments one image per item in the workers and returns its draw."""
+
+    def __init__(self):
+        self.aug = SpectralAugment(ps_p=0.5, generator=gen(21))
+        self.images = torch.rand(8, 3, 12, 12, generator=gen(22))
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.aug(self.images[i]), i, self.aug.last_params
+
+
+def test_worker_side_draws_collate_to_what_aux_labels_take():
+    from fastfreq.transforms import batch_params
+
+    ds = _PerImage()
+    x, idx, collated = next(iter(torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2)))
+    assert collated["ps"]["band"].shape == (8, 1)  # what default_collate makes of (1,) draws
+    with pytest.raises(ValueError, match="expected two \\(B,\\) tensors"):
+        AuxLabels("learnable")(collated["ps"]["band"], collated["ps"]["alpha"])
+    p = batch_params(collated)
+    ps, nf = p["ps"], p["nfd"]
+    assert ps["band"].shape == ps["alpha"].shape == ps["applied"].shape == (8,)
+    assert nf["alpha_r"].shape == (8, 5) and nf["seed"].shape == (8,)
+    beta = AuxLabels("learnable")(ps["band"], ps["alpha"])
+    att_ratio = torch.full((8,), 0.5)
+    assert torch.isfinite(aux_loss(att_ratio, beta, ps["applied"]))
+    # entry i is image i's own draw: replaying it on that image gives the worker's output
+    for i in range(8):
+        one = {"ps": {k: v[i:i + 1] for k, v in ps.items()},
+               "nfd": {k: v[i:i + 1] for k, v in nf.items()}}
+        torch.testing.assert_close(ds.aug(ds.images[idx[i]], params=one), x[i])
+    with pytest.raises(ValueError, match=r"collated\['band'\]: expected a \(B, 1, ...\) tensor"):
+        batch_params({"band": torch.zeros(8, dtype=torch.int64)})
+
+
 # ------------------------------------------------------------------ README
-def test_readme_training_example_runs():
+def test_readme_training_examples_run(monkeypatch):
+    """The three examples of "Using it in a training loop", in order, in one
+    scope (each continues the one before): the batch loop, the worker-side
+    loop and the compiled step. The compiled step runs with the aot_eager
+    backend here (Dynamo's capture, where a graph break shows; Inductor's
+    code generation takes minutes on a 2-core machine, tests/test_compile.py
+    runs it once), with fullgraph=True as written."""
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Using it in a training loop", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    section = text.split("## Using it in a training loop", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *a, **kw: compile_(*a, **{**kw, "backend": "aot_eager"}))
+    monkeypatch.setattr(torch._dynamo.config, "trace_autograd_ops", False)  # restored after
+    torch._dynamo.reset()
     scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)
-    assert torch.isfinite(scope["loss"])
+    losses = []
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), scope)
+        losses.append(scope["loss"])
+    assert all(torch.isfinite(v) for v in losses)
+    # the worker-side loop did label its batch: (B,) params from two workers
+    assert scope["ps"]["band"].shape == (32,) and scope["x"].shape == (32, 3, 40, 40)
