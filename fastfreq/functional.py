@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
@@ -92,6 +93,43 @@ def _check_magnitude(x: torch.Tensor) -> None:
                          f"got max |x| = {peak:.3g}; rescale the images")
 
 
+class SizeWarning(UserWarning):
+    """Settings tuned for the paper's 40x40 images met another image size."""
+
+
+#: the image size the paper's NFD bands and suppression radii were set for
+PAPER_SIZE = (40, 40)
+#: sides within this factor of the paper's count as paper-sized for the
+#: suppression radii (CIFAR's own 32x32 included)
+_RADIUS_SIDE_TOLERANCE = 1.5
+
+
+@functools.lru_cache(maxsize=32)
+def _paper_band_coverage(H: int, W: int) -> str:
+    from .bands import band_coverage
+
+    return "/".join(f"{c:.2f}" for c in band_coverage(PAPER_BANDS, H, W))
+
+
+def _warn_size(H, W, suppress: bool, radius_scale: float, bands) -> None:
+    """Warn (once per size and kind) when the paper's 40x40 settings are used
+    on images of another size, naming the setting that adapts them."""
+    if torch.compiler.is_compiling() or not isinstance(H, int) or not isinstance(W, int):
+        return
+    side = max(H, W) / max(PAPER_SIZE)
+    if suppress and radius_scale == 1.0 and not (1 / _RADIUS_SIDE_TOLERANCE <= side
+                                                  <= _RADIUS_SIDE_TOLERANCE):
+        warnings.warn(f"power suppression: the L/M/H radii are the paper's, set for 40x40 "
+                      f"images; on {H}x{W} images pass radius_scale={side:.3g} to keep the "
+                      f"bands at the same fraction of the spectrum", SizeWarning, stacklevel=4)
+    if bands is not None and tuple(bands) == PAPER_BANDS and (H, W) != PAPER_SIZE:
+        warnings.warn(f"NFD: the paper's bands are set for 40x40 images, where each covers about "
+                      f"1/5 of the information; on {H}x{W} images they cover "
+                      f"{_paper_band_coverage(H, W)}: use bands='equal-coverage' (modules) or "
+                      f"nfd_bands=fastfreq.bands.equal_coverage_bands({H}, {W}) for bands of "
+                      f"equal coverage at this size", SizeWarning, stacklevel=4)
+
+
 def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
              check_values: bool = True, seed=None) -> _Args:
     if not isinstance(x, torch.Tensor):
@@ -167,6 +205,7 @@ def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, gen
             raise ValueError(f"seed: expected an int or an int64 tensor with one element, got "
                              f"{seed.dtype} of shape {tuple(seed.shape)}")
         seed = seed.reshape(1)
+    _warn_size(H, W, band is not None, radius_scale, bands if alpha_r is not None else None)
     return _Args(x, band, alpha, alpha_r, noise, sigma, radius_scale, bands, generator, seed)
 
 
