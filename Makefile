@@ -20,6 +20,7 @@ $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch>=2.4" numpy tqdm matplotlib pillow ninja "setuptools>=64" wheel
+	@echo "building fastfreq and its compiled extension (a few minutes; FASTFREQ_EXT=0 skips the extension)"
 	$(PY) -m pip install -q --no-build-isolation -e ".[dev]"
 	touch $(STAMP)
 

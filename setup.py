@@ -14,7 +14,8 @@ PyTorch backend).
 import os
 import shutil
 
-from setuptools import setup
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext as _setuptools_build_ext
 
 # Small default: Hopper only. Set TORCH_CUDA_ARCH_LIST to build for others.
 DEFAULT_ARCH_LIST = "9.0"
@@ -75,9 +76,6 @@ def _pip_cuda_includes():
 
 
 def _extensions():
-    if os.environ.get("FASTFREQ_EXT", "1") == "0":
-        print("fastfreq build: extension skipped (FASTFREQ_EXT=0)")
-        return [], {}
     import torch
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
@@ -109,7 +107,45 @@ def _extensions():
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
-ext_modules, cmdclass = _extensions()
+FALLBACK = ("fastfreq build: {why}. Install without the extension (pure PyTorch backend, "
+            "same results, slower on CPU): FASTFREQ_EXT=0 pip install --no-build-isolation .")
 
-# Metadata, dependencies, packages and entry points: pyproject.toml.
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+
+def _compiler() -> str | None:
+    """The C++ compiler torch's build calls: CXX, else c++."""
+    return shutil.which((os.environ.get("CXX") or "c++").split()[0])
+
+
+class _BuildExt(_setuptools_build_ext):
+    """Decides and builds the extension only when it is built: metadata,
+    sdist and --version never import torch (nor need ninja). A missing or
+    failing compiler ends in one line naming the FASTFREQ_EXT=0 fallback."""
+
+    def __new__(cls, dist, *args, **kwargs):
+        if _compiler() is None:
+            raise SystemExit(FALLBACK.format(why="no C++ compiler found (CXX, else c++ on PATH)"))
+        dist.ext_modules[:], real = _extensions()
+        cmd = real["build_ext"](dist, *args, **kwargs)
+        run = cmd.run
+
+        def run_with_hint():
+            print("fastfreq build: compiling fastfreq._C (a few minutes; `pip install -v` shows "
+                  "the progress, FASTFREQ_EXT=0 skips it)", flush=True)
+            try:
+                run()
+            except Exception as exc:  # compiler, linker or ninja failure
+                raise SystemExit(FALLBACK.format(
+                    why=f"compiling fastfreq._C failed ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[-1] if str(exc) else ''})")) from None
+        cmd.run = run_with_hint
+        return cmd
+
+
+if __name__ == "__main__":  # not when a test imports the helpers above
+    # Metadata, dependencies, packages and entry points: pyproject.toml.
+    if os.environ.get("FASTFREQ_EXT", "1") == "0":
+        print("fastfreq build: extension skipped (FASTFREQ_EXT=0)")
+        setup()
+    else:  # a stand-in until build_ext replaces it with torch's extension
+        setup(ext_modules=[Extension("fastfreq._C", sources=["csrc/spectral_augment.cpp"])],
+              cmdclass={"build_ext": _BuildExt})

@@ -144,6 +144,9 @@ def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, gen
     radius_scale = chk.radius_scale(radius_scale)
     bands = chk.nfd_bands(nfd_bands)
     dev = x.device
+    # under torch.func transforms (vmap cannot read values on the host) the
+    # value checks are left out, as with check_values=False
+    check_values = check_values and not torch._C._are_functorch_transforms_active()
     if check_values and x.numel():
         _check_magnitude(x)
 
@@ -206,6 +209,13 @@ def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, gen
                              f"{seed.dtype} of shape {tuple(seed.shape)}")
         seed = seed.reshape(1)
     _warn_size(H, W, band is not None, radius_scale, bands if alpha_r is not None else None)
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        wanting = [n for n, t in (("alpha", alpha), ("alpha_r", alpha_r), ("noise", noise))
+                   if isinstance(t, torch.Tensor) and t.requires_grad]
+        if wanting:
+            warnings.warn(f"{', '.join(wanting)}: requires grad, but gradients flow to x only "
+                          f"(sampled parameters get none); detach it to silence this",
+                          UserWarning, stacklevel=3)
     return _Args(x, band, alpha, alpha_r, noise, sigma, radius_scale, bands, generator, seed)
 
 
@@ -261,6 +271,13 @@ _MODULES = {"numpy": numpy_ref, "torch": torch_fft, "cpp": ext, "cuda": ext, "tr
 
 def _dispatch(a: _Args, backend: str, precision=None) -> torch.Tensor:
     name = resolve_backend(backend, a.x)
+    if name != "torch" and torch._C._are_functorch_transforms_active():
+        # torch.func (grad, jacrev, vmap): the compiled ops and the NumPy
+        # Function have no functorch rules; the eager backend is the same
+        # math, and its Philox draw for the kernels' seed is the same noise
+        seed = kernel_seed(a.x, a.alpha_r, a.noise, a.seed, a.generator)
+        return torch_fft.spectral_augment(a.x, a.band, a.alpha, a.alpha_r, a.noise, a.sigma,
+                                          a.radius_scale, a.nfd_bands, None, seed=seed)
     impl = _MODULES[name].spectral_augment
     if name == "numpy" and a.x.requires_grad and torch.is_grad_enabled():
         # the reference computes in NumPy: autograd through a Function whose
@@ -313,13 +330,21 @@ def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1
         callers that generate valid parameters turn it off. Inside
         ``torch.compile`` (no host read there) the checks are in-graph
         asserts on CPU tensors (a ``RuntimeError`` naming the argument) and
-        are left out on GPU tensors. Without the
+        are left out on GPU tensors; under ``torch.func`` transforms they are
+        left out. Without the
         checks, an image whose band id is outside {0, 1, 2} or whose alpha /
         alpha_r is outside [0, 1] (or NaN) comes back all NaN, on every
         backend (fastfreq/backends/_contract.py).
     backend: "auto" (CPU: cpp; CUDA: cuda, the faster measured; torch
         without the extension), "numpy" (the float64 reference), "torch",
         "cpp", "cuda" or "triton" (float16/bfloat16/float32, sides <= 64).
+        Under ``torch.func`` transforms (grad, jacrev, vmap) every backend
+        computes with the eager torch one (the same math and Philox noise):
+        the compiled ops have no functorch rules.
+
+    Gradients flow to ``x`` only. band, alpha, alpha_r, noise and seed are
+    sampled parameters: no gradient reaches them (a warning says so when one
+    of them requires grad).
     """
     x4, unbatch = _batched(x)
     if noise is not None and isinstance(x, torch.Tensor) and x.dim() == 3 \

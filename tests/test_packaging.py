@@ -95,14 +95,51 @@ def test_cuda_part_needs_the_cuda_runtime_library(tmp_path):
     (fake / "bin" / "nvcc").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "FASTFREQ_CUDA"}
     env.update(CUDA_HOME=str(fake), PATH=f"{fake / 'bin'}:/usr/bin:/bin")
-    out = _run([sys.executable, "setup.py", "--version"], env=env, cwd=ROOT)
+    # the build's own decision (setup.py decides only when it builds)
+    decide = [sys.executable, "-c", "import setup; setup._extensions()"]
+    out = _run(decide, env=env, cwd=ROOT)
     assert "nvcc found but no libcudart.so" in out.stdout and "CUDA no" in out.stdout
     (fake / "lib64").mkdir()
     (fake / "lib64" / "libcudart.so").write_text("")
-    out = _run([sys.executable, "setup.py", "--version"], env=env, cwd=ROOT)
+    out = _run(decide, env=env, cwd=ROOT)
     import torch
     want = "CUDA yes" if torch.version.cuda else "CUDA no"
     assert want in out.stdout and "no libcudart.so" not in out.stdout
+
+
+def test_metadata_and_sdist_do_not_import_torch(tmp_path):
+    """`setup.py --version` / sdist: no torch import (an isolated metadata
+    build once installed a CUDA torch to read a version string)."""
+    out = _run([sys.executable, "-X", "importtime", "setup.py", "--version"], cwd=ROOT)
+    assert out.stdout.strip().splitlines()[-1] == __import__("fastfreq").__version__
+    imported = [ln.split("|")[-1].strip() for ln in out.stderr.splitlines() if "|" in ln]
+    assert not [m for m in imported if m.split(".")[0] in ("torch", "ninja")], "torch imported"
+
+
+def _build_ext(tmp_path, env):
+    return subprocess.run([sys.executable, "setup.py", "build_ext", "-b", str(tmp_path / "lib"),
+                           "-t", str(tmp_path / "tmp")], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT, env={**env, "FASTFREQ_CUDA": "0"})
+
+
+def test_no_compiler_ends_in_one_line_naming_the_fallback(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "CXX"}
+    env["PATH"] = str(tmp_path)  # nothing on it: no c++
+    out = _build_ext(tmp_path, env)
+    lines = (out.stdout + out.stderr).strip().splitlines()
+    assert out.returncode != 0 and len(lines) <= 3, lines
+    assert lines[-1].startswith("fastfreq build: no C++ compiler found") and "FASTFREQ_EXT=0" in lines[-1]
+
+
+def test_failing_compile_says_so_and_names_the_fallback(tmp_path):
+    """A compiler that fails: a progress line first, and the output ends in
+    the one line that names the pure-PyTorch install."""
+    out = _build_ext(tmp_path, {**os.environ, "CXX": shutil.which("false")})
+    lines = out.stdout.strip().splitlines() + out.stderr.strip().splitlines()
+    assert out.returncode != 0
+    assert any(ln.startswith("fastfreq build: compiling fastfreq._C") for ln in lines), lines
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("fastfreq build: compiling fastfreq._C failed") and "FASTFREQ_EXT=0" in last
 
 
 # ------------------------------------------------------------------ installed forms of the CLIs
