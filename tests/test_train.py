@@ -92,6 +92,9 @@ def test_resume_matches_uninterrupted(tmp_path):
     for k in a["net"]:
         torch.testing.assert_close(a["net"][k], b["net"][k], rtol=1e-5, atol=1e-6)
     assert [h["epoch"] for h in b["history"]] == [1, 2, 3]
+    # each epoch's record holds the rate it trained with (x0.1 steps after epochs 1 and 2 of 3)
+    lrs = [h["lr"] for h in b["history"]]
+    np.testing.assert_allclose(lrs, [cfg.lr, cfg.lr / 10, cfg.lr / 100], rtol=1e-9)
 
 
 def test_refuses_to_overwrite_and_incompatible_resume(tmp_path):

@@ -317,11 +317,12 @@ class Trainer:
         if not all(math.isfinite(v) for v in s):
             raise NaNLossError(f"epoch {epoch + 1}: the loss became NaN/Inf; stopping. The last good "
                                f"checkpoint ({self.ckpt_path}, epoch {epoch}) is kept. Try a lower lr or lam.")
+        lr = self.opt.param_groups[0]["lr"]  # the rate this epoch trained with, before the step
         self.sched.step()
         # images: the number trained on in this epoch over ALL ranks (the all-reduced count)
         return {"epoch": epoch + 1, "images": int(s[3]), "loss": s[0] / s[3], "aux": s[1] / s[3],
                 "train_acc": 100 * s[2] / s[3],
-                "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
+                "lr": lr, "seconds": time.perf_counter() - t0,
                 "images_per_s": s[3] / (time.perf_counter() - t0)}
 
     def fit(self, stop_after: int | None = None) -> list:
