@@ -109,9 +109,14 @@ def _check_case(case, backend):
     assert torch.isfinite(loss)
     torch.testing.assert_close(xa, xa2, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(loss, loss2, rtol=1e-5, atol=1e-5)
-    for (name, p), p2 in zip([*model.named_parameters(), *labels.named_parameters()],
-                             [*model2.parameters(), *labels2.parameters()]):
-        torch.testing.assert_close(p, p2, rtol=1e-4, atol=1e-6, msg=name)
+    # the updates agree to a fraction of their size (Inductor reorders the
+    # float sums of the backward; aot_eager keeps eager's order)
+    start = [*_net()[0].parameters(), *_net()[2].parameters()]
+    for (name, p), p2, p0 in zip([*model.named_parameters(), *labels.named_parameters()],
+                                 [*model2.parameters(), *labels2.parameters()], start):
+        d, d2 = (p - p0).detach(), (p2 - p0).detach()
+        tol = 1e-6 + (1e-4 if backend == "aot_eager" else 1e-2) * d2.abs().max().item()
+        assert (d - d2).abs().max().item() <= tol, f"{name}: {(d - d2).abs().max().item():.3g} > {tol:.3g}"
     # the step did train: the first conv moved away from its initial weights
     assert not torch.equal(model[0].weight, _net()[0][0].weight)
 
