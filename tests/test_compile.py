@@ -128,6 +128,9 @@ def test_whole_training_step_compiles_in_one_graph(case):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(reason="open: under Inductor (torch 2.14.1, CPU) the attention's fc1 update "
+                   "differs from the eager replay (0.095 against an update of 0.009) while the "
+                   "loss and the augmented images agree; aot_eager agrees. Not yet explained")
 def test_whole_training_step_with_inductor():
     torch._dynamo.reset()
     _check_case("SpectralAugment", "inductor")
