@@ -24,6 +24,18 @@ def image_size(H, W) -> None:
             raise ValueError(f"{name}: image sizes must be integers >= 2, got {v!r}")
 
 
+def real_device(device, name: str) -> None:
+    """Refuse the meta device: it has shapes but no values, and every check
+    and kernel here reads values."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name}: expected a device such as 'cpu' or 'cuda', got {device!r}") from None
+    if device.type == "meta":
+        raise ValueError(f"{name}: got the meta device (shapes only, no data); expected a "
+                         "device that holds values, such as 'cpu' or 'cuda'")
+
+
 def finite_float(v, name: str) -> float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {type(v).__name__}")

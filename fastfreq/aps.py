@@ -34,7 +34,7 @@ class ChannelAttention(nn.Module):
     def __init__(self, channels: int, hidden: int = 512):
         super().__init__()
         for name, v in (("channels", channels), ("hidden", hidden)):
-            if not isinstance(v, int) or v < 1:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
         self.channels = channels
         self.fc1 = nn.Linear(channels, hidden)
@@ -49,9 +49,16 @@ class ChannelAttention(nn.Module):
         return state
 
     def _check(self, m):
+        if not isinstance(m, torch.Tensor) or not m.is_floating_point():
+            what = m.dtype if isinstance(m, torch.Tensor) else type(m).__name__
+            raise TypeError(f"m: expected a floating-point (B, {self.channels}, H, W) feature map "
+                            f"tensor, got {what}")
         if m.dim() != 4 or m.shape[1] != self.channels:
             raise ValueError(f"m: expected a (B, {self.channels}, H, W) feature map, got "
                              f"{tuple(m.shape)}")
+        if m.shape[2] * m.shape[3] == 0:  # the pooled mean would be NaN
+            raise ValueError(f"m: expected a feature map with H, W >= 1 (the mask pools over "
+                             f"them), got {tuple(m.shape)}")
 
     def soft_mask(self, pooled_from: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.fc2(torch.relu(self.fc1(pooled_from.mean(dim=(2, 3))))))

@@ -9,7 +9,9 @@ original does; the rest are tensor ops. ``tests/test_data.py``
 (``test_corruptions_match_the_cifar10c_sample``) compares the per-severity
 mean absolute change with the CIFAR-10-C sample when it is present (table in
 ``docs/corruptions.md``). Empty batches and images of any size >= 1 pixel
-are accepted.
+are accepted. NaN in gives NaN out: the tensor corruptions carry it where
+it falls; ``pixelate`` and ``jpeg_compression`` (8-bit Pillow images, which
+cannot hold NaN) return an image holding a NaN as all NaN.
 """
 from __future__ import annotations
 
@@ -61,7 +63,12 @@ def gaussian_noise(x, severity=1, generator=None):
 
 def shot_noise(x, severity=1, generator=None):
     x4, c, single = _prep(x, severity, "shot_noise")
-    return _out(torch.poisson(x4 * c, generator=generator) / c, single)
+    # the Poisson rate must be a number >= 0: NaN pixels are drawn at rate 0
+    # and put back as NaN; values outside [0, 1] are clipped first
+    nan = x4.isnan()
+    rate = torch.where(nan, 0.0, x4).clamp(0, 1) * c
+    y = torch.poisson(rate, generator=generator) / c
+    return _out(torch.where(nan, float("nan"), y), single)
 
 
 def impulse_noise(x, severity=1, generator=None):
@@ -194,7 +201,11 @@ def _per_image_pil(x4, fn):
         return x4.clone()
     arr = (x4.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     out = np.stack([np.asarray(fn(Image.fromarray(a)).convert("RGB")) for a in arr])
-    return torch.from_numpy(out).to(x4.device).permute(0, 3, 1, 2).to(x4.dtype) / 255
+    y = torch.from_numpy(out).to(x4.device).permute(0, 3, 1, 2).to(x4.dtype) / 255
+    # 8-bit Pillow images cannot hold NaN (it would become 0): an image with
+    # a NaN comes back all NaN rather than finite, as no pixel of it is defined
+    nan = x4.isnan().flatten(1).any(dim=1)
+    return torch.where(nan[:, None, None, None], float("nan"), y)
 
 
 def pixelate(x, severity=1):

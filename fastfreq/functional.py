@@ -46,7 +46,17 @@ def _tensor_on(v, name: str, device, dtype=None) -> torch.Tensor:
         if v.device != device:
             raise ValueError(f"{name}: is on {v.device} but x is on {device}")
         return v if dtype is None else v.to(dtype)
-    return torch.as_tensor(np.asarray(v), device=device, dtype=dtype)
+    if isinstance(v, (str, bytes)):
+        raise TypeError(f"{name}: expected a number, a sequence of numbers or a tensor, got "
+                        f"{type(v).__name__} {v!r}")
+    try:
+        a = np.asarray(v)
+    except ValueError:  # a ragged nested list
+        a = None
+    if a is None or a.dtype.kind not in "biuf":  # ragged, strings, objects
+        raise TypeError(f"{name}: expected a number, a sequence of numbers (nested lists of one "
+                        f"shape) or a tensor, got {type(v).__name__} {str(v)[:60]}")
+    return torch.as_tensor(a, device=device, dtype=dtype)
 
 
 def _in_graph_check(ok: torch.Tensor, msg: str) -> None:
@@ -138,6 +148,7 @@ def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, gen
         raise TypeError(f"x: expected float16, bfloat16, float32 or float64 images, got {x.dtype}")
     if x.dim() != 4:
         raise ValueError(f"x: expected shape (B, C, H, W), got {tuple(x.shape)}")
+    chk.real_device(x.device, "x")
     B, C, H, W = x.shape
     chk.image_size(H, W)
     sigma = chk.sigma(sigma)

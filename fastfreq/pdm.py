@@ -53,6 +53,8 @@ def channel_pdms(C: int, H: int, W: int, t: float = 4 * math.sqrt(2), phi: float
     chk.image_size(H, W)
     if not isinstance(C, int) or C < 1:
         raise ValueError(f"C: expected a positive int, got {C!r}")
+    if device is not None:
+        chk.real_device(device, "device")
     t = chk.nonneg_float(t, "t")
     c, ky, kx = (v[start:stop] for v in _probe_indices(C, H, W, device))
     probes = torch.full((len(c), C, H, W), 0.5, device=device, dtype=torch.float64)
@@ -83,6 +85,8 @@ def frequency_response(first_block: Callable[[torch.Tensor], torch.Tensor], C: i
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     chk.image_size(H, W)
+    if device is not None:
+        chk.real_device(device, "device")
     chunks = range(0, C * H * W, batch_size)
     if progress:
         chunks = progress_bar(chunks, desc="PDM probes", unit="batch")

@@ -17,6 +17,11 @@ adds the same noise on every backend).
 * ``p`` applies per sample with ``torch.where`` (no host sync),
   ``same_on_batch`` draws one set for the whole batch, ``clamp`` clips the
   output to ``(lo, hi)`` (``True``: ``(0, 1)``);
+* a replayed ``params`` is checked as the functional API checks its
+  arguments (keys, shapes, dtypes, devices, value ranges); the value check
+  is one reduction, free on CPU tensors and one host sync per replayed call
+  on a GPU; the module's own last draw, unmodified, is not re-checked (so
+  ``fastfreq.tv.V2``'s draw-then-apply has no sync);
 * ``generator`` makes the draws reproducible; inside a DataLoader worker each
   worker draws from its own stream, derived from the generator's state and
   the worker's seed (distinct per worker and per epoch, reproducible when
@@ -32,6 +37,7 @@ adds the same noise on every backend).
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Sequence
 
 import torch
@@ -164,6 +170,59 @@ def _clamp_arg(clamp):
     return (lo, hi)
 
 
+def _param_dict(params, keys, where: str):
+    """``params`` as a mapping holding ``keys``; the error names what is missing."""
+    expected = ", ".join(repr(k) for k in keys)
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{where}: expected a dict with the keys {expected} (as in last_params), "
+                        f"got {type(params).__name__}")
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise ValueError(f"{where}: missing key {missing[0]!r}; expected the keys {expected} "
+                         "(as in last_params)")
+    return params
+
+
+_KINDS = {"bool": "a bool", "int": "an integer", "float": "a floating-point"}
+
+
+def _param_tensor(params, key, where: str, shape, kind: str, device) -> torch.Tensor:
+    """``params[key]`` checked for type, device, shape and dtype kind."""
+    t, name = params[key], f"{where}[{key!r}]"
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected {_KINDS[kind]} tensor of shape {shape}, got "
+                        f"{type(t).__name__}")
+    if t.device != device:
+        raise ValueError(f"{name}: is on {t.device} but x is on {device}")
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {tuple(t.shape)}")
+    ok = {"bool": t.dtype == torch.bool,
+          "int": not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool),
+          "float": t.is_floating_point()}[kind]
+    if not ok:
+        raise TypeError(f"{name}: expected {_KINDS[kind]} tensor, got {t.dtype}")
+    return t
+
+
+def _outside_unit(t: torch.Tensor) -> torch.Tensor:
+    """Elements outside [0, 1], NaN included."""
+    return ~((t >= 0) & (t <= 1))
+
+
+def _refuse_bad_values(checks) -> None:
+    """``checks``: ``(name, tensor, bad mask, expectation)``. The masks are
+    reduced into one flag that is read once (the one host sync on a GPU); the
+    message, on the error path only, reads the offending values."""
+    if not checks:
+        return
+    flags = torch.stack([bad.any() for _, _, bad, _ in checks])
+    if not bool(flags.any()):
+        return
+    for (name, t, bad, want), f in zip(checks, flags.tolist()):
+        if f:
+            raise ValueError(f"{name}: expected {want}, got {t[bad].tolist()[:5]}")
+
+
 class _Sampled(nn.Module):
     """What every module shares: the generator and its per-worker streams,
     structure handling, the last parameters and ``clamp``."""
@@ -174,6 +233,7 @@ class _Sampled(nn.Module):
         self.backend = chk.backend_name(backend)
         self.clamp = _clamp_arg(clamp)
         self._params = None
+        self._last_draw = None  # see _drawn
         self._worker_stream = None  # (worker key, generator) inside a DataLoader worker
 
     @property
@@ -215,17 +275,40 @@ class _Sampled(nn.Module):
         if not slots:
             raise TypeError(f"x: expected a (B, C, H, W) or (C, H, W) tensor of images, or a "
                             f"structure holding one, got {type(sample).__name__}")
+        replayed = params is not None
         for i in slots:
             x, back = _to_compute(leaves[i])
+            chk.real_device(x.device, "x")
             x4, single = _batched(x)
             if params is None:
                 params = self.sample_params(x4.shape[0], x4.device, tuple(x4.shape[-2:]))
+            elif replayed:
+                checks = self.check_params(params, x4)
+                if not self._own_draw(params):
+                    _refuse_bad_values(checks)
             out = self.apply_params(x4, params)
             if self.clamp is not None:
                 out = out.clamp(*self.clamp)
             leaves[i] = back(out[0] if single else out)
         self._params = params
         return _pytree.tree_unflatten(leaves, spec)
+
+    def _drawn(self, params: dict) -> dict:
+        """Remember ``params`` as this module's own (valid) draw: the tensors
+        and their version counters, which any in-place edit bumps."""
+        leaves = [t for t in _pytree.tree_leaves(params) if isinstance(t, torch.Tensor)]
+        self._last_draw = (leaves, [t._version for t in leaves])
+        return params
+
+    def _own_draw(self, params) -> bool:
+        """Whether ``params`` is this module's last draw, unmodified (its values
+        need no check, and checking them would cost a host sync on a GPU)."""
+        last = self._last_draw
+        if last is None:
+            return False
+        leaves = [t for t in _pytree.tree_leaves(params) if isinstance(t, torch.Tensor)]
+        return len(leaves) == len(last[0]) and all(
+            a is b and a._version == v for a, b, v in zip(leaves, *last))
 
     def _gen(self, generator):
         """The generator of one draw: ``generator`` when given, else ``stream()``."""
@@ -296,7 +379,19 @@ class PowerSuppression(_Augment):
         lo, hi = self.alpha_range
         alpha = (lo + (hi - lo) * self._rand(n, device, g)).expand(batch).to(device)
         alpha = torch.where(applied, alpha, torch.zeros_like(alpha))
-        return {"applied": applied, "band": band, "alpha": alpha}
+        return self._drawn({"applied": applied, "band": band, "alpha": alpha})
+
+    def check_params(self, params, x4, where: str = "params") -> list:
+        """Refuse a replayed ``params`` of the wrong structure, shape, dtype or
+        device; returns the value checks (band ids, alpha) for the caller to
+        run in one reduction."""
+        B, dev = x4.shape[0], x4.device
+        _param_dict(params, ("applied", "band", "alpha"), where)
+        _param_tensor(params, "applied", where, (B,), "bool", dev)
+        band = _param_tensor(params, "band", where, (B,), "int", dev)
+        alpha = _param_tensor(params, "alpha", where, (B,), "float", dev)
+        return [(f"{where}['band']", band, (band < 0) | (band > 2), "band ids in {0, 1, 2}"),
+                (f"{where}['alpha']", alpha, _outside_unit(alpha), "values in [0, 1]")]
 
     def apply_params(self, x, params):
         out = FF.power_suppress(x, params["band"], params["alpha"], radius_scale=self.radius_scale,
@@ -334,7 +429,21 @@ class NFD(_Augment):
         applied = self._applied(batch, device, g)
         w = sample_control_weights(n, n_bands, generator=g,
                                    device=torch.device(device)).expand(batch, n_bands)
-        return {"applied": applied, "alpha_r": w, "seed": draw_seed(torch.device(device), g)}
+        return self._drawn({"applied": applied, "alpha_r": w,
+                            "seed": draw_seed(torch.device(device), g)})
+
+    def check_params(self, params, x4, where: str = "params") -> list:
+        """As ``PowerSuppression.check_params``, for ``applied``, ``alpha_r``
+        (one column per NFD band of this image size) and ``seed``."""
+        B, dev = x4.shape[0], x4.device
+        n = len(resolve_nfd_bands(self.bands, *x4.shape[-2:]))
+        _param_dict(params, ("applied", "alpha_r", "seed"), where)
+        _param_tensor(params, "applied", where, (B,), "bool", dev)
+        alpha_r = _param_tensor(params, "alpha_r", where, (B, n), "float", dev)
+        seed = _param_tensor(params, "seed", where, (1,), "int", dev)
+        if seed.dtype != torch.int64:
+            raise TypeError(f"{where}['seed']: expected an int64 tensor (a Philox key), got {seed.dtype}")
+        return [(f"{where}['alpha_r']", alpha_r, _outside_unit(alpha_r), "values in [0, 1]")]
 
     def apply_params(self, x, params):
         bands = resolve_nfd_bands(self.bands, *x.shape[-2:])
@@ -368,8 +477,13 @@ class SpectralAugment(_Sampled):
     def sample_params(self, batch: int, device="cpu", size: tuple[int, int] = (40, 40),
                       generator=None) -> dict:
         g = self._gen(generator)
-        return {"ps": self.ps.sample_params(batch, device, generator=g),
-                "nfd": self.nfd.sample_params(batch, device, size, generator=g)}
+        return self._drawn({"ps": self.ps.sample_params(batch, device, generator=g),
+                            "nfd": self.nfd.sample_params(batch, device, size, generator=g)})
+
+    def check_params(self, params, x4, where: str = "params") -> list:
+        _param_dict(params, ("ps", "nfd"), where)
+        return (self.ps.check_params(params["ps"], x4, f"{where}['ps']")
+                + self.nfd.check_params(params["nfd"], x4, f"{where}['nfd']"))
 
     def apply_params(self, x4, params):
         ps, nf = params["ps"], params["nfd"]

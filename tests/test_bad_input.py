@@ -3,9 +3,12 @@ raise the expected error type with the argument (or file) named in the
 message, never hang, never write where it should not; the CLI answers with
 one line and exit status 2. Several cases are the ones a new user hit (issue
 16): each failed before its fix."""
+import errno
+import json
 import math
 import os
 import pickle
+import shlex
 import signal
 import subprocess
 import sys
@@ -278,6 +281,8 @@ def _cli(capsys, *argv):
         rc = main(list(argv))
     except SystemExit as exc:  # argparse
         rc = exc.code
+    except KeyboardInterrupt:  # escaped the CLI: a failure here, not the end of the session
+        rc = "KeyboardInterrupt escaped"
     err = capsys.readouterr().err.strip()
     return rc, err
 
@@ -364,3 +369,389 @@ def test_two_runs_cannot_share_a_folder(tmp_path):
         engine.Trainer(cfg, str(tmp_path), progress=False)
     first.lock.release()
     engine.Trainer(cfg, str(tmp_path), progress=False).lock.release()  # free again
+
+
+# ------------------------------------------------------------------ round 3 (issue 28)
+def _edited(params, path, value):
+    """A copy of a (nested) params dict with params[path[0]][path[1]]... = value."""
+    out = dict(params)
+    if len(path) == 1:
+        out[path[0]] = value
+    else:
+        out[path[0]] = _edited(params[path[0]], path[1:], value)
+    return out
+
+
+def _without(params, path):
+    out = dict(params)
+    if len(path) == 1:
+        del out[path[0]]
+    else:
+        out[path[0]] = _without(params[path[0]], path[1:])
+    return out
+
+
+REPLAY_CASES = [
+    # (module, edit, error type, message): each once came back as NaN images, or a bare KeyError
+    ("ps", ("band",), torch.tensor([0, 5]), ValueError, r"params\['band'\]: expected band ids in \{0, 1, 2\}, got \[5\]"),
+    ("ps", ("band",), torch.tensor([-1, 0]), ValueError, r"params\['band'\]: expected band ids"),
+    ("ps", ("alpha",), torch.tensor([float("nan"), 0.5]), ValueError, r"params\['alpha'\]: expected values in \[0, 1\]"),
+    ("ps", ("alpha",), torch.tensor([3.0, 0.5]), ValueError, r"params\['alpha'\]: expected values in \[0, 1\], got \[3.0\]"),
+    ("ps", ("alpha",), torch.tensor([1, 0]), TypeError, r"params\['alpha'\]: expected a floating-point tensor"),
+    ("ps", ("applied",), torch.tensor([1, 0]), TypeError, r"params\['applied'\]: expected a bool tensor"),
+    ("ps", ("band",), torch.tensor([0, 1, 2]), ValueError, r"params\['band'\]: expected shape \(2,\)"),
+    ("ps", ("band",), [0, 1], TypeError, r"params\['band'\]: expected an integer tensor"),
+    ("nfd", ("alpha_r",), torch.full((2, 5), 3.0), ValueError, r"params\['alpha_r'\]: expected values in \[0, 1\]"),
+    ("nfd", ("alpha_r",), torch.full((2, 5), float("nan")), ValueError, r"params\['alpha_r'\]: expected values"),
+    ("nfd", ("alpha_r",), torch.full((2, 4), 0.5), ValueError, r"params\['alpha_r'\]: expected shape \(2, 5\)"),
+    ("nfd", ("seed",), torch.tensor([1.5]), TypeError, r"params\['seed'\]: expected an integer tensor"),
+    ("both", ("ps", "band"), torch.tensor([0, 5]), ValueError, r"params\['ps'\]\['band'\]: expected band ids"),
+    ("both", ("nfd", "alpha_r"), torch.full((2, 5), -1.0), ValueError, r"params\['nfd'\]\['alpha_r'\]: expected values"),
+]
+MODULES = {"ps": lambda b: PowerSuppression(p=1.0, backend=b), "nfd": lambda b: NFD(backend=b),
+           "both": lambda b: SpectralAugment(ps_p=1.0, backend=b)}
+
+
+@pytest.mark.parametrize("bd", backend_params(), ids=lambda p: p if isinstance(p, str) else None)
+@pytest.mark.parametrize("kind, path, value, exc, match", REPLAY_CASES,
+                         ids=[f"{c[0]}-{'.'.join(c[1])}-{i}" for i, c in enumerate(REPLAY_CASES)])
+def test_replayed_params_are_checked_like_arguments(bd, kind, path, value, exc, match):
+    backend, device = bd
+    m = MODULES[kind](backend)
+    x = x8.to(device)
+    params = m.sample_params(2, device, (8, 8))
+    value = value.to(device) if isinstance(value, torch.Tensor) else value
+    expect(exc, match, m, x, params=_edited(params, path, value))
+
+
+@pytest.mark.parametrize("kind, path, keys", [
+    ("ps", ("band",), "'applied', 'band', 'alpha'"),
+    ("nfd", ("alpha_r",), "'applied', 'alpha_r', 'seed'"),
+    ("both", ("ps",), "'ps', 'nfd'"),
+    ("both", ("nfd", "seed"), "'applied', 'alpha_r', 'seed'"),
+])
+def test_replayed_params_with_a_missing_key_name_it(kind, path, keys):
+    m = MODULES[kind]("torch")
+    params = m.sample_params(2, "cpu", (8, 8))
+    where = "params" + "".join(f"\\['{k}'\\]" for k in path[:-1])
+    expect(ValueError, f"{where}: missing key '{path[-1]}'; expected the keys {keys}", m, x8,
+           params=_without(params, path))
+    expect(TypeError, "params: expected a dict with the keys", m, x8, params=[1, 2])
+
+
+def test_replay_of_an_edited_last_draw_is_checked_and_an_unedited_one_is_exact():
+    m = SpectralAugment(ps_p=1.0, generator=torch.Generator().manual_seed(0), backend="torch")
+    out = m(x8)
+    assert torch.equal(m(x8, params=m.last_params), out)  # the module's own draw: replayed as is
+    p = m.last_params
+    p["ps"]["alpha"][0] = 3.0  # in place, on the dict the module drew itself
+    expect(ValueError, r"params\['ps'\]\['alpha'\]: expected values in \[0, 1\], got \[3.0\]", m, x8,
+           params=p)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: FF.spectral_augment(x, 0, 0.5),
+    lambda x: FF.nfd(x, torch.full((2, 5), 0.5, device="meta"), seed=1),
+    lambda x: PowerSuppression(p=1.0)(x),
+    lambda x: SpectralAugment()(x),
+], ids=["functional-ps", "functional-nfd", "PowerSuppression", "SpectralAugment"])
+def test_images_on_the_meta_device_are_named(call):
+    # they once failed inside Tensor.item()
+    expect(ValueError, "x: got the meta device", call, torch.rand(2, 3, 8, 8, device="meta"))
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: FF.power_suppress(x8, 0, "0.5"), TypeError, "alpha: expected a number, a sequence of numbers"),
+    (lambda: FF.power_suppress(x8, "L", ["0.5", "0.2"]), TypeError, "alpha: expected a number"),
+    (lambda: FF.nfd(x8, [[0.5] * 5, [0.5] * 4], seed=1), TypeError, r"alpha_r: expected .* \(nested lists of one shape\)"),
+    (lambda: FF.power_suppress(x8, [0, [1]], 0.5), TypeError, "band: expected a number"),
+    (lambda: ChannelAttention(channels=True), ValueError, "channels: expected a positive int, got True"),
+    (lambda: ChannelAttention(4)([1, 2]), TypeError, r"m: expected a floating-point \(B, 4, H, W\) feature map tensor, got list"),
+    (lambda: ChannelAttention(4)(torch.zeros(2, 4, 3, 3, dtype=torch.int64)), TypeError, "m: expected a floating-point .* got torch.int64"),
+    (lambda: ChannelAttention(4)(torch.zeros(2, 4, 0, 0)), ValueError, r"m: expected a feature map with H, W >= 1"),
+    (lambda: ChannelAttention(4)(3), TypeError, "m: expected a floating-point"),
+    (lambda: pdm.analyse(lambda x: x, 3, 8, 8, device="meta"), ValueError, "device: got the meta device"),
+    (lambda: pdm.channel_pdms(3, 8, 8, device="nowhere"), ValueError, "device: expected a device such as 'cpu'"),
+], ids=lambda c: None)
+def test_round3_messages_name_the_argument(call, exc, match):
+    expect(exc, match, call)
+
+
+@pytest.mark.parametrize("severity", [2.5, "1", True, 0])
+def test_cifar10c_severity_is_checked(tmp_path, severity):
+    from train import data as D
+
+    _c_folder(tmp_path / "C", np.arange(5), np.zeros((5, 32, 32, 3), np.uint8))
+    expect(ValueError, "severity: expected an int in 1..5", D.CIFAR10C(str(tmp_path / "C")).severity,
+           "contrast", severity)
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_corruptions_keep_nan(name):
+    """NaN in, NaN out: pixelate and jpeg_compression once returned a finite
+    image for one with a NaN (8-bit Pillow images cannot hold it), and
+    shot_noise raised torch's 'invalid Poisson rate'."""
+    x = torch.rand(2, 3, 8, 8)
+    x[0, 1, 2] = float("nan")  # a row: impulse noise replaces a few pixels whatever they hold
+    out = corrupt(x, name, 3, generator=torch.Generator().manual_seed(0))
+    assert out[0].isnan().any(), "the NaN was hidden"
+    assert torch.isfinite(out[1]).all()  # the other image is not touched by it
+
+
+def test_float64_noise_is_a_float32_draw_within_the_documented_bound():
+    """The documented behaviour (README "Backends agree"): every backend draws
+    the Philox noise of a ``seed`` in float32, also for float64 images; the
+    kernels' normals differ from the reference's by at most
+    NOISE_DRAW_BOUND, so float64 outputs differ by at most
+    sqrt(sigma) * NOISE_DRAW_BOUND; an explicit float64 ``noise`` gives
+    float64 agreement."""
+    if not FF.ext.available():
+        pytest.skip("fastfreq._C not built")
+    from fastfreq.constants import NOISE_DRAW_BOUND
+    from fastfreq.philox import philox_normal
+
+    for seed, shape in ((1, (64, 3, 40, 21)), (-7, (8, 3, 64, 33)), (2 ** 40 + 3, (16, 3, 32, 17))):
+        s = torch.tensor([seed])
+        kernel, ref = FF.ext.philox_normal(s, shape), philox_normal(s, shape)
+        assert kernel.dtype == ref.dtype == torch.float32
+        assert (kernel.double() - ref.double()).abs().max() <= NOISE_DRAW_BOUND
+    x = torch.rand(4, 3, 32, 32, dtype=torch.float64)
+    ar = torch.rand(4, 5, dtype=torch.float64)
+    for sigma in (1.0, 10.0):
+        got = FF.nfd(x, ar, sigma=sigma, seed=3, backend="cpp")
+        want = FF.nfd(x, ar, sigma=sigma, seed=3, backend="numpy")
+        assert (got - want).abs().max() <= math.sqrt(sigma) * NOISE_DRAW_BOUND
+        noise = philox_normal(torch.tensor([3]), (4, 3, 32, 17)).double()
+        got = FF.nfd(x, ar, noise=noise, sigma=sigma, backend="cpp")
+        want = FF.nfd(x, ar, noise=noise, sigma=sigma, backend="numpy")
+        assert (got - want).abs().max() <= 1e-12
+
+
+# ------------------------------------------------------------------ faults of runs (issue 28)
+RUN = ["--preset", "demo-nat", "--n-train", "16", "--n-test", "16", "--batch-size", "16",
+       "--device", "cpu"]
+
+
+@pytest.fixture
+def fast_runs(monkeypatch):
+    """Runs without the synthetic CIFAR-10-C build, the corruption evaluation
+    and the PDM figure (tens of seconds per run on a busy 2-core machine):
+    these tests are about the files of a run, not its metrics."""
+    from train import data as D
+    from train import engine
+
+    def load(cfg, data_dir=None):
+        return (*D.synthetic_dataset(cfg.n_train, seed=cfg.seed), *D.synthetic_dataset(cfg.n_test, seed=1),
+                None)
+    monkeypatch.setattr(engine, "load_data", load)
+    shares = {"band_shares": {"L": 0.2, "M": 0.3, "H": 0.5}, "figure": None}
+    monkeypatch.setattr(engine.Trainer, "pdm", lambda self: shares)
+
+
+def _report(err: str) -> str:
+    """The one line a failed or interrupted run ends with (the lines before it
+    are the run's progress lines, which go to stderr when it is not a terminal)."""
+    assert "Traceback" not in err, err
+    ends = [line for line in err.splitlines() if line.startswith(("error:", "interrupted"))]
+    assert len(ends) == 1 and err.splitlines()[-1] == ends[0], err
+    return ends[0]
+
+
+def _no_tmp(folder):
+    return [p.name for p in folder.rglob("*") if ".tmp" in p.name]
+
+
+def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, capsys, monkeypatch, fast_runs):
+    from train import engine
+
+    real = engine.Trainer.train_epoch
+
+    def interrupted(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, epoch)
+    monkeypatch.setattr(engine.Trainer, "train_epoch", interrupted)
+    rc, err = _cli(capsys, "run", *RUN, "--epochs", "2", "--out", str(tmp_path))
+    run_dir = tmp_path / "demo-nat-s0"
+    err = _report(err)  # once a 28-55 line traceback
+    assert rc == 130, err
+    from train.__main__ import parser
+
+    prog = parser().prog.split()
+    assert f"run folder {run_dir}" in err and f"continue with: {' '.join(prog)} run " in err, err
+    assert not _no_tmp(run_dir)
+    monkeypatch.setattr(engine.Trainer, "train_epoch", real)
+    again = shlex.split(err.split("continue with: ")[1])
+    assert again[:len(prog)] == prog and again[-1] == "--resume"
+    rc, err = _cli(capsys, *again[len(prog):])  # the printed command, as it is
+    assert rc == 0, err
+    hist = json.loads((run_dir / "results.json").read_text())["history"]
+    assert [h["epoch"] for h in hist] == [1, 2]
+    assert "resumed from epoch 1" in (run_dir / "log.txt").read_text()
+
+
+def _failing(real, fail_on: int, exc):
+    """``real`` that, on its ``fail_on``-th call, writes half a file and raises ``exc``."""
+    calls = []
+
+    def fake(obj, f, *a, **kw):
+        calls.append(1)
+        if len(calls) == fail_on:
+            if isinstance(f, str):
+                open(f, "wb").write(b"half a file")
+            raise exc
+        return real(obj, f, *a, **kw)
+    return fake
+
+
+DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
+TORCH_FULL = RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed "
+                          "writing file data/3: file write failed")
+
+
+@pytest.mark.parametrize("exc", [DISK_FULL, TORCH_FULL, KeyboardInterrupt()], ids=["ENOSPC", "torch", "ctrl-c"])
+def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(
+        tmp_path, capsys, monkeypatch, fast_runs, exc):
+    from train import engine
+
+    monkeypatch.setattr(engine.torch, "save", _failing(torch.save, 2, exc))  # the 2nd epoch's
+    rc, err = _cli(capsys, "run", *RUN, "--epochs", "2", "--out", str(tmp_path))
+    run_dir = tmp_path / "demo-nat-s0"
+    err = _report(err)
+    if isinstance(exc, KeyboardInterrupt):
+        assert rc == 130 and "--resume" in err
+    else:
+        assert rc == 2 and err.startswith(f"error: {run_dir / 'checkpoint.pt'}: could not write it"), err
+        assert "previous checkpoint is kept" in err and "--resume" in err
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["epoch"] == 0  # epoch 1's
+    assert not _no_tmp(run_dir), _no_tmp(run_dir)  # once a checkpoint.pt.tmp was left
+
+
+def test_a_failed_results_write_names_the_file(tmp_path, capsys, monkeypatch, fast_runs):
+    monkeypatch.setattr(json, "dump", _failing(json.dump, 1, DISK_FULL))
+    rc, err = _cli(capsys, "run", *RUN, "--epochs", "1", "--out", str(tmp_path))
+    run_dir = tmp_path / "demo-nat-s0"
+    err = _report(err)
+    assert rc == 2 and err.startswith(f"error: {run_dir / 'results.json'}: could not write it (No space left"), err
+    assert not (run_dir / "results.json").exists() and not _no_tmp(run_dir)
+    monkeypatch.setattr(json, "dump", _failing(json.dump, 0, None))  # writes again
+    rc, err = _cli(capsys, "run", *RUN, "--epochs", "1", "--out", str(tmp_path), "--resume")
+    assert rc == 0 and "clean_acc" in json.loads((run_dir / "results.json").read_text()), err
+
+
+def test_a_log_file_that_cannot_be_written_warns_once(tmp_path, capsys):
+    from train import engine
+
+    log = engine._logger(str(tmp_path), 0)
+
+    def full(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    log.handlers[0].stream.write = full
+    for _ in range(3):
+        log.info("epoch")
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [f"warning: {tmp_path / 'log.txt'}: could not write the log ([Errno 28] "
+                                "No space left on device); the run goes on without it"], err
+
+
+def test_a_failed_data_write_names_the_file(tmp_path, monkeypatch):
+    from train import data as D
+
+    monkeypatch.setattr(np, "save", _failing(np.save, 1, DISK_FULL))
+    expect(OSError, r"contrast.npy: could not write it \(No space left on device\)",
+           D.build_synthetic_c, str(tmp_path), n=4, names=("contrast",))
+    assert not _no_tmp(tmp_path) and not (tmp_path / "contrast.npy").exists()
+    monkeypatch.undo()
+    D.build_synthetic_c(str(tmp_path), n=4, names=("contrast",))  # a later build completes
+    assert D.CIFAR10C(str(tmp_path)).load("contrast").shape == (20, 32, 32, 3)
+
+
+def test_runs_started_together_build_the_data_once(tmp_path, monkeypatch):
+    """Two seeds started together on a fresh --out: both once wrote the same
+    temporary file and one died on the other's rename. A slow rename makes the
+    two builds overlap for certain."""
+    import threading
+    import time
+
+    from train import data as D
+
+    real_replace = os.replace
+
+    def slow_replace(a, b):
+        time.sleep(0.3)
+        real_replace(a, b)
+    monkeypatch.setattr(os, "replace", slow_replace)
+    root, start, errors = str(tmp_path / "synthetic-c"), threading.Barrier(2), []
+
+    def build():
+        start.wait()
+        try:
+            D.build_synthetic_c(root, n=4, names=("contrast", "brightness"))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(f"{type(exc).__name__}: {exc}")
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    c = D.CIFAR10C(root)
+    assert c.available() == ("brightness", "contrast") and c.load("contrast").shape == (20, 32, 32, 3)
+    assert not _no_tmp(tmp_path)
+
+
+def _finished(capsys, out, *extra):
+    rc, err = _cli(capsys, "run", *RUN, "--epochs", "1", "--out", str(out), *extra)
+    assert rc == 0, err
+
+
+def test_a_damaged_results_file_is_set_aside_and_the_sweep_goes_on(tmp_path, capsys, fast_runs):
+    _finished(capsys, tmp_path)
+    damaged = tmp_path / "demo-nat-s0" / "results.json"
+    truncated = damaged.read_text()[:50]
+    damaged.write_text(truncated)
+    rc, err = _cli(capsys, "sweep", *[a for a in RUN if a != "--preset" and a != "demo-nat"],
+                   "--presets", "demo-nat", "--seeds", "0", "1", "--epochs", "1", "--out", str(tmp_path))
+    assert rc == 0, err  # once: a bare JSON parse error naming no file, seed 1 never run
+    assert f"warning: {damaged}: damaged (JSONDecodeError" in err and "set aside as" in err, err
+    assert (tmp_path / "demo-nat-s0" / "results.json.corrupt").read_text() == truncated
+    for seed in (0, 1):
+        assert "clean_acc" in json.loads((tmp_path / f"demo-nat-s{seed}" / "results.json").read_text())
+    # re-evaluated from its checkpoint, not trained again
+    assert "resumed from epoch 1" in (tmp_path / "demo-nat-s0" / "log.txt").read_text()
+    (tmp_path / "demo-nat-s1" / "results.json").write_text("")  # empty
+    rc, err = _cli(capsys, "table", "--runs", str(tmp_path))
+    assert rc == 0 and f"warning: {tmp_path / 'demo-nat-s1' / 'results.json'}: damaged" in err, err
+
+
+def test_a_finished_result_is_never_replaced_silently(tmp_path, capsys, fast_runs):
+    _finished(capsys, tmp_path)
+    run_dir = tmp_path / "demo-nat-s0"
+    first = (run_dir / "results.json").read_bytes()
+    for name in ("checkpoint.pt", "checkpoint.pt.prev"):
+        if (run_dir / name).exists():
+            (run_dir / name).unlink()
+    rc, err = _cli(capsys, "run", *RUN, "--epochs", "1", "--out", str(tmp_path))
+    assert rc == 2 and len(err.splitlines()) == 1, err  # once: replaced without a word
+    assert err.startswith(f"error: results: {run_dir / 'results.json'} holds this run's finished results")
+    assert "--resume" in err and (run_dir / "results.json").read_bytes() == first
+    rc, err = _cli(capsys, "run", *RUN, "--epochs", "1", "--out", str(tmp_path), "--resume")
+    assert rc == 0 and f"the earlier results are kept as {run_dir / 'results.json.prev'}" in err, err
+    assert (run_dir / "results.json.prev").read_bytes() == first
+
+
+@pytest.mark.parametrize("where, match", [
+    (lambda p: p / "a-file", "out: cannot create the run folder"),
+    (lambda p: p / "a-file" / "below", "out: cannot create the run folder"),
+    (lambda p: "/proc/fastfreq-out", "out: cannot create the run folder"),
+], ids=["file", "under-a-file", "unwritable"])
+def test_cli_out_that_cannot_hold_runs_is_named(tmp_path, capsys, where, match):
+    (tmp_path / "a-file").write_text("not a folder")
+    rc, err = _cli(capsys, "run", *RUN, "--epochs", "1", "--out", str(where(tmp_path)))
+    assert rc == 2 and len(err.splitlines()) == 1 and match in err and "expected --out" in err, err
+
+
+def test_table_out_that_cannot_be_written_is_named(tmp_path, capsys, fast_runs):
+    _finished(capsys, tmp_path)
+    rc, err = _cli(capsys, "table", "--runs", str(tmp_path), "--out", str(tmp_path / "missing" / "t"))
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error: out: cannot write"), err

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 
 from .engine import NaNLossError, run, run_missing
@@ -130,9 +131,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     ap = parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv)
+    where = {}  # the run folder being worked on, for the interrupt message
     try:
-        return _dispatch(a)
+        return _dispatch(a, where)
+    except KeyboardInterrupt:  # Ctrl-C: one line saying how to go on, no traceback
+        print(_interrupted(ap.prog, argv, where.get("run_dir")), file=sys.stderr, flush=True)
+        return 130
     except NaNLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
@@ -144,7 +150,22 @@ def main(argv=None) -> int:
         return 2
 
 
-def _dispatch(a) -> int:
+def _interrupted(prog: str, argv: list, run_dir: str | None) -> str:
+    """The Ctrl-C line: the run folder and the command that continues the
+    work (checkpoints are written after every epoch; a sweep resumes its
+    unfinished runs by itself)."""
+    cmd = argv[0] if argv else ""
+    if cmd == "run":
+        again = shlex.join([*prog.split(), *argv, *([] if "--resume" in argv else ["--resume"])])
+    else:
+        again = shlex.join([*prog.split(), *argv])
+    if cmd not in ("run", "sweep"):
+        return f"interrupted; nothing was lost, run it again with: {again}"
+    folder = f"run folder {run_dir}" if run_dir else "before the first run started"
+    return f"interrupted ({folder}); continue with: {again}"
+
+
+def _dispatch(a, where: dict) -> int:
     if a.cmd == "list":
         for name, fields in PRESETS.items():
             print(f"{name:24s} " + ", ".join(f"{k}={v}" for k, v in fields.items()))
@@ -166,6 +187,7 @@ def _dispatch(a) -> int:
     try:
         if a.cmd == "run":
             cfg = get_preset(a.preset, seed=a.seed, **_overrides(a))
+            where["run_dir"] = os.path.join(a.out, cfg.run_name)
             res = run(cfg, a.out, resume=a.resume, stop_after=a.stop_after)
             if rank == 0:
                 if "stopped_after" in res:
@@ -177,6 +199,7 @@ def _dispatch(a) -> int:
             for preset in a.presets:
                 for seed in a.seeds:
                     cfg = get_preset(preset, seed=seed, **_overrides(a))
+                    where["run_dir"] = os.path.join(a.out, cfg.run_name)
                     res, skipped = run_missing(cfg, a.out)
                     if rank != 0:
                         continue

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import pickle
 
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 
 from fastfreq.corruptions import CORRUPTIONS, corrupt
+
+from .files import atomic_write, exclusive
 
 BENCHMARK_15 = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
                 "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
@@ -143,8 +146,9 @@ class CIFAR10C:
 
     def severity(self, name: str, severity: int):
         """``(images uint8 (N, 3, 32, 32), labels (N,))`` of one corruption and severity."""
-        if not 1 <= severity <= 5:
-            raise ValueError(f"severity: expected 1..5, got {severity}")
+        if isinstance(severity, bool) or not isinstance(severity, numbers.Integral) \
+                or not 1 <= severity <= 5:
+            raise ValueError(f"severity: expected an int in 1..5, got {severity!r}")
         lo, hi = (severity - 1) * self.n, severity * self.n
         imgs = torch.from_numpy(np.array(self.load(name)[lo:hi])).permute(0, 3, 1, 2)
         return imgs.contiguous(), torch.from_numpy(self.labels[lo:hi])
@@ -218,23 +222,29 @@ def build_synthetic_c(root: str, n: int = 2000, seed: int = 1, names=None) -> st
     if os.path.exists(marker):
         return root
     os.makedirs(root, exist_ok=True)
-    imgs, labels = synthetic_dataset(n, seed)
-    x = imgs.float() / 255
-    g = torch.Generator().manual_seed(seed)
-    for name in names:
-        sev = [corrupt(x, name, s, generator=g) for s in range(1, 6)]
-        # uint8 truncation, as the original generator's np.uint8(...)
-        arr = (torch.cat(sev) * 255).floor().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        _atomic_save(os.path.join(root, f"{name}.npy"), arr)
-    _atomic_save(os.path.join(root, "labels.npy"), np.tile(labels.numpy().astype(np.uint8), 5))
-    open(marker, "w").close()
+    # runs started together on one --out: the first builds, the others wait
+    # for it and then find the marker
+    with exclusive(root):
+        if os.path.exists(marker):
+            return root
+        imgs, labels = synthetic_dataset(n, seed)
+        x = imgs.float() / 255
+        g = torch.Generator().manual_seed(seed)
+        for name in names:
+            sev = [corrupt(x, name, s, generator=g) for s in range(1, 6)]
+            # uint8 truncation, as the original generator's np.uint8(...)
+            arr = (torch.cat(sev) * 255).floor().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            _atomic_save(os.path.join(root, f"{name}.npy"), arr)
+        _atomic_save(os.path.join(root, "labels.npy"), np.tile(labels.numpy().astype(np.uint8), 5))
+        atomic_write(marker, lambda tmp: open(tmp, "w").close())
     return root
 
 
 def _atomic_save(path: str, arr: np.ndarray):
-    tmp = path + ".tmp.npy"
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
+            np.save(f, arr)
+    atomic_write(path, write)
 
 
 # ---------------------------------------------------------------- device loader

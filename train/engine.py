@@ -2,10 +2,10 @@
 every epoch (atomic), resume, JSON results, a log file, progress bars, DDP."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
+import sys
 import time
 import warnings
 
@@ -20,6 +20,7 @@ from fastfreq.transforms import SpectralAugment
 from . import data as D
 from .config import RunConfig
 from .evaluate import accuracy, corruption_accuracy, summarise
+from .files import WriteError, atomic_write, keep_beside, read_results, warn, write_json
 from .models import build_model
 
 
@@ -130,14 +131,16 @@ def _read_checkpoint(path: str, map_location) -> dict:
 
 def save_checkpoint(state: dict, path: str) -> None:
     """Write ``path`` so that a good checkpoint always exists: the new one is
-    written to ``path.tmp`` and read back; only then the current one becomes
-    ``path.prev`` and the new one ``path``."""
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    _read_checkpoint(tmp, "cpu")  # verified before it replaces anything
-    if os.path.exists(path):
-        os.replace(path, path + ".prev")
-    os.replace(tmp, path)
+    written to a temporary file and read back; only then the current one
+    becomes ``path.prev`` and the new one ``path``. A failed write (a full
+    disk) removes the temporary and names the file (WriteError)."""
+    def write(tmp):
+        torch.save(state, tmp)
+        _read_checkpoint(tmp, "cpu")  # verified before it replaces anything
+        if os.path.exists(path):
+            os.replace(path, path + ".prev")
+    atomic_write(path, write, "the previous checkpoint is kept; free space, then continue "
+                 "with --resume")
 
 
 class RunLock:
@@ -148,7 +151,11 @@ class RunLock:
         import fcntl
 
         self.path = os.path.join(run_dir, ".lock")
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ValueError(f"out: cannot write in the run folder {run_dir} ({exc.strerror}); "
+                             "expected --out to be a writable folder") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -166,11 +173,21 @@ class RunLock:
             self.fd = None
 
 
-def _atomic_json(obj, path):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+class _LogFile(logging.FileHandler):
+    """The run's log.txt; when it cannot be written (a full disk) this says so
+    once, in one line, and stops logging to it, instead of logging's
+    traceback for every record: the log is not worth stopping a run for."""
+
+    broken = False
+
+    def emit(self, record):
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record):
+        self.broken = True
+        warn(f"{self.baseFilename}: could not write the log ({sys.exc_info()[1]}); the run "
+             "goes on without it")
 
 
 def _logger(run_dir: str, rank: int) -> logging.Logger:
@@ -179,7 +196,7 @@ def _logger(run_dir: str, rank: int) -> logging.Logger:
     log.setLevel(logging.INFO)
     log.propagate = False
     if rank == 0:
-        fh = logging.FileHandler(os.path.join(run_dir, "log.txt"))
+        fh = _LogFile(os.path.join(run_dir, "log.txt"))
         fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(fh)
     return log
@@ -194,7 +211,11 @@ class Trainer:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(self.device)
         self.run_dir = os.path.join(out_dir, cfg.run_name)
-        os.makedirs(self.run_dir, exist_ok=True)
+        try:
+            os.makedirs(self.run_dir, exist_ok=True)
+        except OSError as exc:  # --out is a file, under a file, or not writable
+            raise ValueError(f"out: cannot create the run folder {self.run_dir} ({exc.strerror}); "
+                             "expected --out to be a writable folder") from None
         self.lock = RunLock(self.run_dir) if self.rank == 0 else None
         self.ckpt_path = os.path.join(self.run_dir, "checkpoint.pt")
         self.log = _logger(self.run_dir, self.rank)
@@ -360,7 +381,13 @@ class Trainer:
             res["basic_open_ratios"] = self.net.labels.basic_open_ratios().tolist()
         if started is not None:
             res["wall_s"] = time.perf_counter() - started
-        _atomic_json(res, os.path.join(self.run_dir, "results.json"))
+        path = os.path.join(self.run_dir, "results.json")
+        kept = keep_beside(path)  # run() lets only --resume get here with results present
+        write_json(res, path, "the checkpoint is kept; continue with --resume to evaluate again")
+        if kept:
+            msg = f"{path}: replaced by this evaluation; the earlier results are kept as {kept}"
+            self.log.info(msg)
+            print(msg, file=sys.stderr, flush=True)
         return res
 
     def pdm(self) -> dict:
@@ -368,9 +395,16 @@ class Trainer:
 
         model = self.net.model
         model.eval()
-        out = pdm.analyse(model.first_block, 3, 32, 32, os.path.join(self.run_dir, "pdm.png"),
-                          title=self.cfg.run_name, device=self.device, batch_size=512)
-        torch.save(out["histogram"].cpu(), os.path.join(self.run_dir, "pdm_hist.pt"))
+        figure = os.path.join(self.run_dir, "pdm.png")
+        try:
+            out = pdm.analyse(model.first_block, 3, 32, 32, figure, title=self.cfg.run_name,
+                              device=self.device, batch_size=512)
+        except OSError as exc:
+            raise WriteError(f"{figure}: could not write it ({exc.strerror or exc}); the "
+                             "checkpoint is kept; continue with --resume to evaluate again") from exc
+        hist = out["histogram"].cpu()
+        atomic_write(os.path.join(self.run_dir, "pdm_hist.pt"), lambda tmp: torch.save(hist, tmp),
+                     "the checkpoint is kept; continue with --resume to evaluate again")
         return {"band_shares": out["band_shares"], "figure": out["figure"]}
 
 
@@ -379,11 +413,16 @@ def run(cfg: RunConfig, out_dir: str = "out/runs", resume: bool = False, stop_af
     """Train (or resume) and evaluate one run; returns the results dict."""
     t = Trainer(cfg, out_dir, progress)
     try:
+        results = os.path.join(t.run_dir, "results.json")
         if resume:
             t.resume()
         elif any(os.path.exists(p) for p in (t.ckpt_path, t.ckpt_path + ".prev")):
             raise ValueError(f"resume: {t.ckpt_path} exists; pass --resume to continue it or use "
                              "another --out / --seed")
+        elif os.path.exists(results):  # a finished run whose checkpoints were deleted
+            raise ValueError(f"results: {results} holds this run's finished results; pass --resume "
+                             "to run it again (the old file is then kept beside the new one), move "
+                             "it away, or use another --out / --seed")
         t0 = time.perf_counter()
         t.fit(stop_after)
         if stop_after is not None and t.start_epoch + stop_after < cfg.epochs:
@@ -399,9 +438,8 @@ def run_missing(cfg: RunConfig, out_dir: str = "out/runs", progress: bool = True
     back), an interrupted one resumed, any other started. What sweeps use."""
     done = os.path.join(out_dir, cfg.run_name, "results.json")
     if os.path.exists(done):
-        with open(done) as f:
-            res = json.load(f)
-        if "clean_acc" in res:
+        res = read_results(done)  # a damaged file is set aside and the run evaluated again
+        if res is not None and "clean_acc" in res:
             return res, True
     ckpt = os.path.join(out_dir, cfg.run_name, "checkpoint.pt")
     resume = os.path.exists(ckpt) or os.path.exists(ckpt + ".prev")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import os
 from collections import defaultdict
 
@@ -12,15 +11,15 @@ import numpy as np
 
 from .data import BENCHMARK_15
 from .evaluate import relative_mce
+from .files import read_results
 
 
 def load_runs(root: str) -> dict:
     """``{preset: [results, ...]}`` for every ``results.json`` under root."""
     runs = defaultdict(list)
     for path in sorted(glob.glob(os.path.join(root, "*", "results.json"))):
-        with open(path) as f:
-            r = json.load(f)
-        if "clean_acc" in r:
+        r = read_results(path, set_aside=False)  # a damaged one is named and left out
+        if r is not None and "clean_acc" in r:
             r["_dir"] = os.path.dirname(path)
             runs[r["config"]["preset"]].append(r)
     if not runs:
@@ -128,13 +127,17 @@ def write_table(root: str, baseline: str | None = None, out_prefix: str | None =
     runs = load_runs(root)
     rows = aggregate(runs, baseline)
     prefix = out_prefix or os.path.join(root, "table")
-    with open(prefix + ".md", "w") as f:
-        f.write(to_markdown(rows))
-    with open(prefix + ".csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    pdm_figure(runs, prefix + "_pdm.png")
+    try:
+        with open(prefix + ".md", "w") as f:
+            f.write(to_markdown(rows))
+        with open(prefix + ".csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        pdm_figure(runs, prefix + "_pdm.png")
+    except OSError as exc:  # --out names a folder, a missing one, a full disk ...
+        raise ValueError(f"out: cannot write {exc.filename or prefix + '.*'} ({exc.strerror or exc}); "
+                         "expected --out to be a writable path prefix (e.g. out/table)") from None
     return prefix + ".md", prefix + ".csv"
 
 
