@@ -34,6 +34,6 @@ FLOAT64_SUM_LIMIT = 1e300
 #: The Philox noise of a ``seed`` is drawn in float32 for every image dtype
 #: (float64 included). The kernels' normals (polynomial log/sin/cos) and
 #: ``fastfreq.philox``'s (libm, what the numpy and torch backends replay) differ
-#: by at most this much (measured: 1.6e-6 over 0.5 M draws); a float64 output
+#: by at most this much (measured: 1.6e-6 over 5 M draws); a float64 output
 #: therefore differs between backends by at most ``sqrt(sigma)`` times it.
 NOISE_DRAW_BOUND = 4e-6
