@@ -510,7 +510,7 @@ def test_float64_noise_is_a_float32_draw_within_the_documented_bound():
     from fastfreq.constants import NOISE_DRAW_BOUND
     from fastfreq.philox import philox_normal
 
-    for seed, shape in ((1, (64, 3, 40, 21)), (-7, (8, 3, 64, 33)), (2 ** 40 + 3, (16, 3, 32, 17))):
+    for seed, shape in ((1, (16, 3, 40, 21)), (-7, (4, 3, 64, 33)), (2 ** 40 + 3, (8, 3, 32, 17))):
         s = torch.tensor([seed])
         kernel, ref = FF.ext.philox_normal(s, shape), philox_normal(s, shape)
         assert kernel.dtype == ref.dtype == torch.float32

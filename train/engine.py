@@ -164,8 +164,12 @@ class RunLock:
             self.fd = None
             raise ValueError(f"out: run folder {run_dir} is in use by {holder} (lock {self.path}); "
                              "wait for it to finish or use another --out") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode(), 0)
+        try:  # who holds it, for the message above (a full disk fails here first)
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode(), 0)
+        except OSError as exc:
+            self.release()
+            raise WriteError(f"{self.path}: could not write it ({exc.strerror})") from None
 
     def release(self):
         if self.fd is not None:
