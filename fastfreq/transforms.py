@@ -213,7 +213,11 @@ def _refuse_bad_values(checks) -> None:
     """``checks``: ``(name, tensor, bad mask, expectation)``. The masks are
     reduced into one flag that is read once (the one host sync on a GPU); the
     message, on the error path only, reads the offending values."""
-    if not checks:
+    if not checks or torch._C._are_functorch_transforms_active():  # vmap cannot read values
+        return
+    if torch.compiler.is_compiling():  # no host read inside a graph: the functional API's rule
+        for name, _, bad, want in checks:
+            FF._in_graph_check(~bad.any(), f"{name}: expected {want}")
         return
     flags = torch.stack([bad.any() for _, _, bad, _ in checks])
     if not bool(flags.any()):
@@ -284,7 +288,9 @@ class _Sampled(nn.Module):
                 params = self.sample_params(x4.shape[0], x4.device, tuple(x4.shape[-2:]))
             elif replayed:
                 checks = self.check_params(params, x4)
-                if not self._own_draw(params):
+                # in a graph the checks read nothing on the host: no need to
+                # recognise the module's own draw (identity is not traceable)
+                if torch.compiler.is_compiling() or not self._own_draw(params):
                     _refuse_bad_values(checks)
             out = self.apply_params(x4, params)
             if self.clamp is not None:
