@@ -23,9 +23,11 @@ import numpy as np
 
 from . import _checks as chk
 from .constants import BAND_IDS, DIR_EPS_REL, PAPER_BANDS  # noqa: F401  (re-exported)
-# the equations themselves, shared with the torch code (re-exported here)
-from .equations import (BAND_CURVES, direction, gain_from_mask, hermitian_rule,  # noqa: F401
-                        m_H, m_hill, m_L, m_M, m_step, nfd_hill, noise_std_from_control)
+
+# Nothing here comes from fastfreq.equations (the curves the torch code, the
+# masks and the Triton tables use): every equation below is written again,
+# case by case as the paper prints it, so that a wrong curve there is caught
+# by the backend matrix instead of being wrong in both.
 
 
 # ---------------------------------------------------------------------------
@@ -51,7 +53,45 @@ def radius(H: int, W: int, *, half: bool = False) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # Power-suppression mask curves (eqs. 2-4) and matrices (eq. 1)
 # ---------------------------------------------------------------------------
-# m_step, m_hill, m_L, m_M, m_H and BAND_CURVES: fastfreq/equations.py
+def _f64(s) -> np.ndarray:
+    return np.asarray(s, dtype=np.float64)
+
+
+def m_step(s):
+    """Eq. 2: 1 for s <= 0; 1 - s/3 for 0 < s <= 3; 0 else."""
+    s = _f64(s)
+    return np.select([s <= 0, s <= 3], [1.0, 1 - s / 3], 0.0)
+
+
+def m_hill(s):
+    """Eq. 3: s/3 on (0, 3]; 1 on (3, 8]; 1 - (s-8)/3 on (8, 11]; 0 else."""
+    s = _f64(s)
+    return np.select([s <= 0, s <= 3, s <= 8, s <= 11], [0.0, s / 3, 1.0, 1 - (s - 8) / 3], 0.0)
+
+
+def m_L(s):
+    """Eq. 4, low-pass: ``m_step(s-1) + m_hill(s-1)``."""
+    return m_step(_f64(s) - 1) + m_hill(_f64(s) - 1)
+
+
+def m_M(s):
+    """Eq. 4, band-pass: ``m_step(s-1) + m_hill(s-7)``."""
+    return m_step(_f64(s) - 1) + m_hill(_f64(s) - 7)
+
+
+def m_H(s):
+    """Eq. 4, high-pass, read as ``m_step(s-1) + 1 - m_step(s-13)`` (the printed
+    ``+ m_step(s-13)`` would be low-pass; docs/paper-notes.md)."""
+    return m_step(_f64(s) - 1) + 1 - m_step(_f64(s) - 13)
+
+
+#: The curve of band id 0 (L), 1 (M), 2 (H).
+BAND_CURVES = (m_L, m_M, m_H)
+
+
+def gain_from_mask(alpha, mask):
+    """Eq. 5's per-frequency factor ``1 - alpha (1 - M)``."""
+    return 1 - _f64(alpha) * (1 - _f64(mask))
 
 
 def mask_matrix(curve: Callable, H: int, W: int, *, radius_scale: float = 1.0,
@@ -155,6 +195,19 @@ def sample_control_weights(rng: np.random.Generator, batch: int, n_bands: int = 
     return weights
 
 
+def nfd_hill(s, a: float, b: float):
+    """Eq. 13: s - a + 1 on [a-1, a); 1 on [a, b); b - s + 1 on [b, b+1); 0 else."""
+    s = _f64(s)
+    return np.select([s < a - 1, s < a, s < b, s < b + 1], [0.0, s - a + 1, 1.0, b - s + 1], 0.0)
+
+
+def noise_std_from_control(sigma: float, control):
+    """Eq. 11: the noise's standard deviation ``sqrt(sigma (1 - M))``, with
+    ``1 - M`` taken as 0 where M > 1 (overlapping bands or weights)."""
+    one_minus = 1 - _f64(control)
+    return np.sqrt(sigma * np.where(one_minus > 0, one_minus, 0.0))
+
+
 def control_matrix(alpha_r, H: int, W: int, *, nfd_bands=PAPER_BANDS,
                    half: bool = False) -> np.ndarray:
     """Eq. 14: ``M = sum_i alpha_r[i] * M_i`` per image: ``(B, H, W')``."""
@@ -163,6 +216,29 @@ def control_matrix(alpha_r, H: int, W: int, *, nfd_bands=PAPER_BANDS,
     s = radius(H, W, half=half)
     hills = np.stack([nfd_hill(s, a, b) for a, b in bands])
     return np.einsum("bn,nhw->bhw", alpha_r, hills)
+
+
+def hermitian_rule(noise_half, W: int) -> np.ndarray:
+    """A copy of a half-spectrum draw ``(..., H, W//2+1)`` where the columns
+    that are their own mirror (kx = 0, and kx = W/2 for even W) obey
+    ``G[-ky] = G[ky]``: each row ``ky > H/2`` there takes row ``H - ky``."""
+    g = np.array(noise_half, dtype=np.float64, copy=True)
+    H = g.shape[-2]
+    for kx in {0, W // 2} if W % 2 == 0 else {0}:
+        for ky in range(H // 2 + 1, H):
+            g[..., ky, kx] = g[..., H - ky, kx]
+    return g
+
+
+def direction(Y, eps):
+    """Section 3.1's ``Dir c = c / |c|``; where ``|c| <= eps`` (Dir 0 is any unit
+    number) it is 1."""
+    Y = np.asarray(Y)
+    mag = np.abs(Y)
+    out = np.ones(np.broadcast(Y, eps).shape, dtype=np.result_type(Y, np.complex128))
+    big = np.broadcast_to(mag > eps, out.shape)
+    np.divide(np.broadcast_to(Y, out.shape), np.broadcast_to(mag, out.shape), out=out, where=big)
+    return out
 
 
 def hermitian_from_half(noise_half: np.ndarray, W: int) -> np.ndarray:
@@ -176,7 +252,7 @@ def hermitian_from_half(noise_half: np.ndarray, W: int) -> np.ndarray:
     H, Wh = np.shape(noise_half)[-2:]
     if Wh != W // 2 + 1:
         raise ValueError(f"noise: last dim must be W//2+1 = {W // 2 + 1}, got {Wh}")
-    g = hermitian_rule(np.asarray(noise_half, dtype=np.float64), W)
+    g = hermitian_rule(noise_half, W)
     rows = np.arange(H)
     full = np.empty(g.shape[:-1] + (W,), dtype=np.float64)
     full[..., :Wh] = g
