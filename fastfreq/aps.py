@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import _checks as chk
-from .backends._contract import bad_images
+from .backends import bad_images
 
 
 class ChannelAttention(nn.Module):

@@ -10,12 +10,26 @@ information model's amplitude is ``H * W`` (1600 on 40x40, as in the paper).
 """
 from __future__ import annotations
 
+import math
 
 import numpy as np
 
 from . import _checks as chk
-from . import reference as ref
 from .constants import PAPER_BANDS
+from .equations import nfd_hill
+
+
+def _information_increments(H: int, W: int) -> np.ndarray:
+    """Eqs. 15-17 on the ``H x W`` grid: ``dH[i]``, the share of the 1/f
+    model's information (``V(s) = log2(pi f(s)^2)``, ``f(s) = H W / (1 + s)``)
+    at radii in ``(i - 1, i]`` (``dH[0]``: radius 0), ``i = 0 .. ceil(r_max)``.
+    (The runtime's copy: ``fastfreq.reference`` is the test oracle and has its own.)"""
+    ky = np.rint(np.fft.fftfreq(H) * H)
+    kx = np.rint(np.fft.fftfreq(W) * W)
+    r = np.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2).ravel()
+    V = np.log2(math.pi * (H * W / (1.0 + r)) ** 2)
+    cumulative = np.array([V[r <= s].sum() for s in range(int(math.ceil(r.max())) + 1)]) / V.sum()
+    return np.diff(cumulative, prepend=0.0)
 
 
 def _cumulative_coverage(b: float, dH: np.ndarray) -> float:
@@ -33,7 +47,7 @@ def equal_coverage_bands(H: int, W: int, n: int = 5, *, tol: float = 1e-10):
         raise ValueError(f"n: expected an int in [1, {chk.MAX_NFD_BANDS}], got {n!r}")
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (0 < tol < 1):
         raise ValueError(f"tol: expected a number in (0, 1), got {tol!r}")
-    dH = ref.information_increments(H, W)
+    dH = _information_increments(H, W)
     top = float(len(dH) - 1)  # ceil of the largest radius
     cuts = []
     for i in range(1, n):
@@ -53,8 +67,10 @@ def equal_coverage_bands(H: int, W: int, n: int = 5, *, tol: float = 1e-10):
 
 
 def band_coverage(bands, H: int, W: int) -> np.ndarray:
-    """Coverage degree of each band on the ``H x W`` grid (amplitude ``H*W``)."""
-    return ref.nfd_band_coverage(bands, H, W)
+    """Coverage degree (eq. 18) of each band on the ``H x W`` grid (amplitude ``H*W``)."""
+    dH = _information_increments(H, W)
+    s = np.arange(len(dH), dtype=np.float64)
+    return np.array([float(np.sum(nfd_hill(s, a, b) * dH)) for a, b in chk.nfd_bands(bands)])
 
 
 def paper_band_coverage_table(sizes=((32, 32), (40, 40), (64, 64))) -> dict:

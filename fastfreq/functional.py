@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from . import _checks as chk
-from .backends import _autograd, ext, numpy_ref, torch_fft, triton_kernel
-from .backends._contract import kernel_seed
+from .backends import NumpyFn, ext, numpy_ref, torch_fft, triton_kernel
+from .backends import kernel_seed
 from .constants import BACKENDS, FLOAT32_SUM_LIMIT, FLOAT64_SUM_LIMIT, PAPER_BANDS
 
 # why the Triton kernel failed under backend="auto" (None: it has not); once
@@ -294,8 +294,8 @@ def _dispatch(a: _Args, backend: str, precision=None) -> torch.Tensor:
         # the reference computes in NumPy: autograd through a Function whose
         # backward recomputes with torch for the same (Philox) noise
         seed = kernel_seed(a.x, a.alpha_r, a.noise, a.seed, a.generator)
-        return _autograd.NumpyFn.apply(a.x, a.band, a.alpha, a.alpha_r, a.noise, seed,
-                                       a.nfd_bands, a.sigma, a.radius_scale)
+        return NumpyFn.apply(a.x, a.band, a.alpha, a.alpha_r, a.noise, seed,
+                             a.nfd_bands, a.sigma, a.radius_scale)
     try:
         return impl(a.x, a.band, a.alpha, a.alpha_r, a.noise, a.sigma, a.radius_scale,
                     a.nfd_bands, a.generator, seed=a.seed, precision=precision)

@@ -46,7 +46,7 @@ from torch.utils import _pytree
 
 from . import _checks as chk
 from . import functional as FF
-from .backends._contract import draw_seed
+from .backends import draw_seed
 from .constants import PAPER_BANDS
 
 

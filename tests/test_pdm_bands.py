@@ -79,6 +79,8 @@ def test_equal_coverage_within_tolerance(H, W):
     bands = equal_coverage_bands(H, W, 5)
     cov = band_coverage(bands, H, W)
     assert np.all(np.abs(cov - 0.2) < 0.005), cov
+    # the runtime's information model against the reference's own (eqs. 15-18)
+    np.testing.assert_allclose(cov, ref.nfd_band_coverage(bands, H, W), rtol=0, atol=1e-12)
     s = np.linspace(0, math.ceil(ref.radius(H, W).max()), 500)
     assert np.allclose(sum(ref.nfd_hill(s, a, b) for a, b in bands), 1.0)
 
