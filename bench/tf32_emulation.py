@@ -7,25 +7,29 @@ exact sequence of products in NumPy with that rounding (float32 accumulation)
 and reports the max error against the float64 reference, relative to each
 output's value range. It is an arithmetic emulation, not a GPU measurement.
 
-    python -m bench.tf32_emulation     (writes out/bench/tf32_emulation.json)
+    python -m bench.tf32_emulation [--sizes 32 40 64] [--batch 16] [--out out/bench]
+        (writes <out>/tf32_emulation.json)
+
+The twiddle matrices and the TF32 rounding are the kernel's own
+(``_build_twiddles``, ``_round_tf32``: ``cvt.rna``, ties away from zero), so a
+change there shows here; ``tests/test_tf32_emulation.py`` runs it small.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import os
 
 import numpy as np
 import torch
 
 from fastfreq import reference as ref
-from fastfreq.backends.triton_kernel import _twiddles_cpu
+from fastfreq.backends.triton_kernel import _build_twiddles, _round_tf32
 
 
 def to_tf32(a: np.ndarray) -> np.ndarray:
-    """Round float32 values to TF32 (round to nearest even on 13 dropped bits)."""
-    b = a.astype(np.float32).view(np.uint32).astype(np.uint64)
-    lsb = (b >> 13) & 1
-    b = (b + 0xFFF + lsb) & ~np.uint64(0x1FFF)
-    return b.astype(np.uint32).view(np.float32)
+    """Round float32 values to TF32 as the kernel does (``cvt.rna.tf32.f32``)."""
+    return _round_tf32(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))).numpy()
 
 
 def matmul(a, b, precision):
@@ -44,7 +48,9 @@ def kernel_emulation(x, band, alpha, alpha_r, noise, sigma, precision):
     """The kernel's dataflow with the per-frequency math in float64 (its error is
     far below the products')."""
     B, C, H, W = x.shape
-    ch, sh, cw, sw, icw, isw = (t.numpy() for t in _twiddles_cpu(H, W, torch.float32))
+    # the twiddles as the kernel holds them: float32, rounded to TF32 once for "tf32"
+    tw = _build_twiddles(H, W, "cpu", round_tf32=precision == "tf32")
+    ch, sh, cw, sw, icw, isw = (t.numpy() for t in tw)
     HP, WP, WhP = ch.shape[0], cw.shape[0], cw.shape[1]
     Wh = W // 2 + 1
     gain = ref.suppression_gain(band, alpha, H, W, half=True)
@@ -69,11 +75,16 @@ def kernel_emulation(x, band, alpha, alpha_r, noise, sigma, precision):
     return out
 
 
-def main():
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 40, 64], help="square image sides")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--out", default=os.path.join("out", "bench"))
+    a = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     results = {}
-    for H, W in [(32, 32), (40, 40), (64, 64)]:
-        B, C = 16, 3
+    for H in a.sizes:
+        W, B, C = H, a.batch, 3
         x = rng.random((B, C, H, W))
         band, alpha = np.arange(B) % 3, rng.random(B)
         ar = rng.random((B, 5))
@@ -84,13 +95,13 @@ def main():
             err = float(np.max(np.abs(got - want).max(axis=(2, 3)) / np.ptp(want, axis=(2, 3))))
             results[f"{H}x{W} {precision}"] = err
             print(f"{H}x{W}  {precision:7s} max error / value range = {err:.2e}")
+    os.makedirs(a.out, exist_ok=True)
+    path = os.path.join(a.out, "tf32_emulation.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"wrote {path}")
     return results
 
 
 if __name__ == "__main__":
-    import os
-
-    os.makedirs("out/bench", exist_ok=True)
-    with open("out/bench/tf32_emulation.json", "w") as f:
-        json.dump(main(), f, indent=1)
-    print("wrote out/bench/tf32_emulation.json")
+    main()
