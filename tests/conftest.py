@@ -34,7 +34,7 @@ def backend_params(numpy: bool = True):
     GPU eager torch and the CUDA op. The same parametrised cases run on each."""
     no_ext = pytest.mark.skipif(not ext.available(), reason=f"fastfreq._C not built: {ext.LOAD_ERROR}")
     no_triton = pytest.mark.skipif(not triton_kernel.available(),
-                                   reason=f"Triton not importable: {triton_kernel.IMPORT_ERROR}")
+                                   reason=f"no Triton backend: {triton_kernel.version_problem()}")
     params = [pytest.param(("numpy", "cpu"), id="numpy-cpu")] if numpy else []
     params += [
         pytest.param(("torch", "cpu"), id="torch-cpu"),

@@ -4,6 +4,9 @@ values against the reference run in tests/test_matrix.py with every backend.
 Under Triton's interpreter on CPU here (TRITON_INTERPRET=1, set by conftest
 without a GPU); compiled on a GPU."""
 import math
+import re
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ from fastfreq.backends import ext, triton_kernel
 from .test_backends import op_args as backend_op_args
 
 pytestmark = pytest.mark.skipif(not triton_kernel.available(),
-                                reason=f"Triton not importable: {triton_kernel.IMPORT_ERROR}")
+                                reason=f"no Triton backend: {triton_kernel.version_problem()}")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -167,22 +170,39 @@ def test_gpu_no_host_sync_from_the_first_call():
 
 def test_auto_falls_back_when_the_triton_kernel_fails(monkeypatch):
     """Under backend='auto' a Triton failure on a GPU warns once and falls back;
-    an explicit backend='triton' raises."""
+    an explicit backend='triton' raises. The real choice (_auto_cuda with its
+    _triton_failure check) and the real _dispatch run: only the device test in
+    front of them is bypassed (auto sends CUDA tensors to _auto_cuda, and this
+    runs on CPU tensors under the interpreter), auto is made to prefer Triton,
+    and the extension is made to lack CUDA so that the fallback is eager torch."""
     import fastfreq.functional as FF
 
     monkeypatch.setattr(FF, "_triton_failure", None)
+    real_resolve = FF.resolve_backend
     monkeypatch.setattr(FF, "resolve_backend",
-                        lambda backend, x: "triton" if FF._triton_failure is None else "torch")
+                        lambda backend, x: FF._auto_cuda(x) if backend == "auto" else real_resolve(backend, x))
+    monkeypatch.setattr(FF.triton_kernel, "preferred_on_gpu", lambda x: True)
+    monkeypatch.setattr(FF.ext, "has_cuda", lambda: False)
+    calls = []
 
     def boom(*a, **k):
+        calls.append(1)
         raise RuntimeError("PTX compile failed")
 
     monkeypatch.setattr(FF.triton_kernel, "spectral_augment", boom)
-    x = torch.rand(2, 3, 8, 8)
-    with pytest.warns(RuntimeWarning, match="Triton kernel failed.*PTX compile failed"):
+    x = torch.rand(2, 3, 8, 8, device=DEVICE)
+    assert FF.resolve_backend("auto", x) == "triton"
+    with pytest.warns(RuntimeWarning, match="Triton kernel failed.*PTX compile failed.*torch backend"):
         out = FF.power_suppress(x, 0, 0.5)
     torch.testing.assert_close(out, FF.power_suppress(x, 0, 0.5, backend="torch"))
-    monkeypatch.setattr(FF, "resolve_backend", lambda backend, x: "triton")
+    assert FF._triton_failure.startswith("RuntimeError: PTX compile failed")
+    assert FF.resolve_backend("auto", x) == "torch"        # auto no longer picks it
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # warned once, not on every call
+        FF.power_suppress(x, 0, 0.5)
+    assert len(calls) == 1
     with pytest.raises(RuntimeError, match="PTX"):
         FF.power_suppress(x, 0, 0.5, backend="triton")
 
@@ -205,3 +225,31 @@ def test_op_checks_its_arguments(change, match):
     with pytest.raises(RuntimeError, match=match):
         torch.ops.fastfreq.spectral_augment_triton(args["x"], args["band"], args["alpha"], args["alpha_r"],
                                                    args["noise"], args["seed"], args["edges"], sigma, rs)
+
+
+@pytest.mark.parametrize("version", ["3.3.1", "3.0.0", "2.3.1+git1234", "unknown"])
+def test_a_triton_older_than_3_4_is_refused(monkeypatch, version):
+    """Before Triton 3.4, int64 offsets to tl.randn4x select another generator
+    than our Philox: the backend must refuse such a Triton (a clear error for
+    backend='triton'; auto and the backend list skip it), not add other noise."""
+    monkeypatch.setattr(triton_kernel.triton, "__version__", version)
+    x = torch.rand(1, 1, 8, 8, device=DEVICE)
+    assert not triton_kernel.available() and not triton_kernel.supports(x)
+    with pytest.raises(RuntimeError, match=rf"backend='triton': Triton {re.escape(version)} is older than 3\.4"):
+        fastfreq.nfd(x, torch.rand(1, 5, device=DEVICE), seed=1, backend="triton")
+    assert "triton" not in fastfreq.functional.available_backends(DEVICE)
+    assert fastfreq.resolve_backend("auto", x) != "triton"
+
+
+@pytest.mark.parametrize("version", ["3.4.0", "3.8.0", "3.10.1+cu130", "4.0.0"])
+def test_triton_3_4_and_later_are_taken(monkeypatch, version):
+    monkeypatch.setattr(triton_kernel.triton, "__version__", version)
+    assert triton_kernel.available() and triton_kernel.version_problem() is None
+
+
+def test_pyproject_pins_the_same_triton_bound():
+    meta = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    specs = [r for reqs in meta["project"]["optional-dependencies"].values() for r in reqs
+             if re.match(r"triton\b", r)]
+    want = ">={}.{}".format(*triton_kernel.MIN_TRITON)
+    assert specs and all(r.replace(" ", "") == "triton" + want for r in specs), specs

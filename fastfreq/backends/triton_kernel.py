@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import torch
 
@@ -63,18 +64,40 @@ def default_warps(H: int, W: int, precision: str = DEFAULT_PRECISION) -> int:
     return DEFAULT_WARPS
 
 
+#: Oldest Triton the kernel runs with: before 3.4, int64 offsets to
+#: ``tl.randn4x`` select another generator than the Philox stream of
+#: ``fastfreq.philox`` (and the C++/CUDA kernels), so seed replay across
+#: backends and the NFD backward (which recomputes the noise) would be
+#: silently wrong. pyproject.toml pins the same bound.
+MIN_TRITON = (3, 4)
+
+
 def interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def version_problem() -> str | None:
+    """Why the installed Triton cannot run the kernel; None when it can. Read
+    at each call (cheap), so that a test can stand in an older version."""
+    if triton is None:
+        return f"Triton is not importable ({IMPORT_ERROR}); `pip install 'triton>=3.4'`"
+    m = re.match(r"(\d+)\.(\d+)", str(getattr(triton, "__version__", "")))
+    if m is None or (int(m.group(1)), int(m.group(2))) < MIN_TRITON:
+        return (f"Triton {getattr(triton, '__version__', '(no version)')} is older than "
+                f"{MIN_TRITON[0]}.{MIN_TRITON[1]}, whose tl.randn4x draws another noise stream "
+                "than the other backends for the same seed; `pip install 'triton>=3.4'`")
+    return None
+
+
 def available() -> bool:
-    return triton is not None
+    return version_problem() is None
 
 
 def supports(x: torch.Tensor) -> bool:
-    """Whether the kernel takes images like ``x`` (Triton importable, side <= 64,
-    float16/bfloat16/float32, on a CUDA device or under the interpreter on CPU)."""
-    if triton is None or max(x.shape[-2:]) > MAX_SIDE or x.dtype == torch.float64:
+    """Whether the kernel takes images like ``x`` (Triton >= 3.4 importable, side
+    <= 64, float16/bfloat16/float32, on a CUDA device or under the interpreter
+    on CPU)."""
+    if not available() or max(x.shape[-2:]) > MAX_SIDE or x.dtype == torch.float64:
         return False
     return x.device.type == "cuda" or (interpreted() and x.device.type == "cpu")
 
@@ -82,9 +105,9 @@ def supports(x: torch.Tensor) -> bool:
 def require(x: torch.Tensor) -> None:
     """Raise, saying why, unless the kernel takes images like ``x`` (what
     ``supports`` answers with a bool)."""
-    if triton is None:
-        raise RuntimeError(f"backend='triton': Triton is not importable ({IMPORT_ERROR}); "
-                           "`pip install triton`")
+    problem = version_problem()
+    if problem is not None:
+        raise RuntimeError(f"backend='triton': {problem}")
     if max(x.shape[-2:]) > MAX_SIDE:
         raise ValueError(f"backend='triton': images up to {MAX_SIDE}x{MAX_SIDE}, got "
                          f"{x.shape[-2]}x{x.shape[-1]}; use backend='cuda' or 'auto'")
