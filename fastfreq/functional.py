@@ -331,8 +331,10 @@ def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1
     band, alpha: per-image mask id in {0, 1, 2} (or a letter 'L'/'M'/'H' for
         all) and suppression ratio in [0, 1]; both None skips suppression.
     alpha_r: ``(B, n)`` NFD control weights in [0, 1]; None skips NFD.
-    noise: ``(B, C, H, W//2+1)`` standard normal half-spectrum draw, or None to
-        draw it from ``generator`` (in-kernel Philox for the compiled backends).
+    noise: ``(B, C, H, W//2+1)`` standard normal half-spectrum draw, or None:
+        every backend then draws a Philox key from ``generator`` and adds the
+        Philox normals for it (the same generator state, the same noise on
+        every backend).
     seed: instead of ``noise``, the Philox key (int or int64 tensor) of the
         draw: every backend then adds the same noise (replay).
     precision: matrix-product precision of the Triton backend, "ieee",

@@ -12,7 +12,7 @@ import torch
 
 from .. import reference
 from ..philox import philox_normal
-from ._contract import bad_images, valid_stand_ins
+from ._contract import bad_images, kernel_seed, valid_stand_ins
 
 
 def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
@@ -21,19 +21,16 @@ def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_ba
         return None if t is None else t.detach().cpu().to(dtype).numpy()
 
     B, C, H, W = x.shape
-    np_gen = None
-    if noise is None and alpha_r is not None and seed is not None:
+    # keyed as on every backend: a Philox key from the generator, its normals
+    seed = kernel_seed(x, alpha_r, noise, seed, generator)
+    if noise is None and seed is not None:
         noise = philox_normal(seed, (B, C, H, W // 2 + 1))
-    elif noise is None and alpha_r is not None:
-        gen_device = generator.device if generator is not None else x.device
-        np_gen = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=gen_device).item())
     bad = bad_images(band, alpha, alpha_r)
     # the reference runs on valid stand-ins; those images are made NaN after
     band, alpha, alpha_r = valid_stand_ins(bad, band, alpha, alpha_r)
     out = reference.spectral_augment(np_or_none(x), np_or_none(band, torch.int64), np_or_none(alpha),
                                      np_or_none(alpha_r), np_or_none(noise), sigma,
-                                     radius_scale=radius_scale, nfd_bands=nfd_bands,
-                                     generator=np_gen)
+                                     radius_scale=radius_scale, nfd_bands=nfd_bands)
     if bad is not None:
         out[bad.cpu().numpy()] = np.nan
     return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)

@@ -10,16 +10,16 @@ from .. import masks
 from ..constants import DIR_EPS_REL
 from ..equations import direction
 from ..philox import philox_normal
-from ._contract import bad_images, valid_stand_ins
+from ._contract import bad_images, kernel_seed, valid_stand_ins
 
 
 def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands,
                      generator, seed=None, precision=None):
     """``X = rfft2(x); Y = g X; Z = Y + R Dir(Y); out = irfft2(Z)``.
 
-    Without ``noise``: the kernels' Philox draw for ``seed`` when given (so
-    a compiled-backend draw can be replayed), else ``torch.randn`` from
-    ``generator``."""
+    Without ``noise``: the kernels' Philox draw for ``seed``, a key drawn
+    from ``generator`` when None (as every backend does, so the same
+    generator state adds the same noise everywhere)."""
     if x.numel() == 0:  # torch.fft refuses empty batches on CPU (MKL/pocketfft)
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -32,10 +32,9 @@ def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_ba
         X = X * masks.suppression_gain(band, alpha.to(compute), H, W,
                                        radius_scale=radius_scale)[:, None]
     if alpha_r is not None:
-        if noise is None and seed is not None:
-            noise = philox_normal(seed, X.shape, device=x.device)
-        elif noise is None:
-            noise = torch.randn(X.shape, generator=generator, device=x.device, dtype=compute)
+        if noise is None:
+            noise = philox_normal(kernel_seed(x, alpha_r, noise, seed, generator), X.shape,
+                                  device=x.device)
         G = masks.hermitian_half(noise.to(compute), W)
         std = masks.noise_std(alpha_r.to(compute), H, W, sigma, nfd_bands=nfd_bands)
         eps = DIR_EPS_REL * xf.abs().sum(dim=(-2, -1), keepdim=True)
