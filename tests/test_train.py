@@ -107,6 +107,75 @@ def test_refuses_to_overwrite_and_incompatible_resume(tmp_path):
         engine.run(other, str(tmp_path), resume=True, progress=False)
 
 
+def quick(**kw):
+    """The cheapest run that trains and evaluates (no augmentation, 64 images)."""
+    base = dict(epochs=2, n_train=64, n_test=16, batch_size=32, device="cpu")
+    base.update(kw)
+    return get_preset("demo-nat", **base)
+
+
+@pytest.mark.parametrize("change, field", [(dict(lr=0.01), "lr"), (dict(epochs=3), "epochs"),
+                                           (dict(lam=1.0), "lam")])
+def test_resume_refuses_another_configuration(tmp_path, change, field):
+    """The checkpoint brings back the optimizer and scheduler: a changed lr or
+    epochs (milestones) was silently ignored while results.json recorded it.
+    Any change of the run's identity is refused, naming the field; execution
+    settings (device, backend, compile) may change."""
+    engine.run(quick(), str(tmp_path), stop_after=1, progress=False)
+    with pytest.raises(ValueError, match=rf"differs in {field} \(recorded .*, now .*\)") as err:
+        engine.run(quick(**change), str(tmp_path), resume=True, progress=False)
+    assert "\n" not in str(err.value)
+    res = engine.run(quick(backend="torch"), str(tmp_path), resume=True, progress=False)
+    assert res["config"]["backend"] == "torch" and res["config"]["epochs"] == 2
+
+
+def test_sweep_does_not_report_another_configurations_results(tmp_path, capsys):
+    """`reproduce --epochs 8` after a 4-epoch run once reported the 4-epoch
+    results as the 8-epoch ones (run_missing compared names only). A finished
+    run of the same configuration is skipped; another one is refused with one
+    error line naming the fields, and the finished results stay as they were."""
+    from train.__main__ import main
+
+    args = ["sweep", "--presets", "demo-nat", "--n-train", "64", "--n-test", "16", "--batch-size", "32",
+            "--device", "cpu", "--out", str(tmp_path)]
+    assert main(args + ["--epochs", "1"]) == 0
+    done = tmp_path / "demo-nat-s0" / "results.json"
+    first = done.read_text()
+    assert json.loads(first)["config"]["epochs"] == 1
+    capsys.readouterr()
+    assert main(args + ["--epochs", "1"]) == 0
+    assert "demo-nat-s0: done, skipped" in capsys.readouterr().out
+    assert main(args + ["--epochs", "2", "--lr", "0.01"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: demo-nat-s0:"), err
+    assert "epochs (recorded 1, now 2)" in err and "lr (recorded 0.05, now 0.01)" in err
+    assert done.read_text() == first
+    with pytest.raises(ValueError, match="differs in epochs"):
+        engine.run_missing(quick(epochs=2), str(tmp_path), progress=False)
+
+
+def test_pdm_probes_go_through_the_input_normalisation(tmp_path, monkeypatch):
+    """The model is trained on (x - mean) / std; the PDM probes (0.5 + grating)
+    once reached its first block raw, off-centre and about 4x weaker."""
+    from train.data import CIFAR_MEAN, CIFAR_STD
+
+    t = engine.Trainer(quick(), str(tmp_path), progress=False)
+    seen = []
+    real = t.net.model.first_block
+    monkeypatch.setattr(t.net.model, "first_block", lambda x: seen.append(x) or real(x))
+    t.pdm()
+    t.lock.release()
+    probes = torch.cat(seen)
+    assert probes.shape == (3 * 32 * 32, 3, 32, 32)
+    # probe n < 1024 puts its grating on channel 0: channels 1 and 2 are the
+    # mid-grey background, normalised
+    for c in (1, 2):
+        torch.testing.assert_close(probes[:1024, c], torch.full((1024, 32, 32), (0.5 - CIFAR_MEAN[c]) / CIFAR_STD[c]))
+    # the grating's L2 norm t = 4 sqrt(2), scaled by 1 / std of its channel
+    grating = probes[1, 0] - probes[1, 0].mean()
+    assert float(grating.norm()) == pytest.approx(4 * 2 ** 0.5 / CIFAR_STD[0], rel=1e-5)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = tiny(epochs=3)
     engine.run(cfg, str(tmp_path), stop_after=1, progress=False)

@@ -79,6 +79,26 @@ class RunConfig:
     def run_name(self) -> str:
         return f"{self.preset}-s{self.seed}"
 
-    # fields a checkpoint must share with the run that resumes it: the model
-    # (architecture), and what decides the data order and the draws
-    RESUME_FIELDS = ("model", "attention", "hidden", "labels", "data", "batch_size", "n_train", "seed")
+    #: Fields that only say where and how fast a run executes, not what it
+    #: trains or evaluates: a run may be resumed (or its results reused) with
+    #: others (another device, the compiled model, another augmentation
+    #: backend: they all draw the same noise for a seed; amp and
+    #: channels_last only act on a GPU; data_root is where the same CIFAR-10
+    #: copy lies). Every other field is the run's identity.
+    EXECUTION_FIELDS = ("device", "amp", "channels_last", "compile", "backend", "data_root")
+
+    @classmethod
+    def identity_fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name not in cls.EXECUTION_FIELDS)
+
+    def identity_diff(self, recorded: dict) -> str | None:
+        """None when the ``recorded`` config (of a checkpoint or results.json) is
+        this run's identity; else the differing fields as ``"lr (recorded 0.1,
+        now 0.05), ..."``. A field the record lacks (an older version) differs."""
+        missing = object()
+        diff = [(k, recorded.get(k, missing), getattr(self, k)) for k in self.identity_fields()
+                if recorded.get(k, missing) != getattr(self, k)]
+        if not diff:
+            return None
+        return ", ".join(f"{k} (recorded {'nothing' if a is missing else repr(a)}, now {b!r})"
+                         for k, a, b in diff)

@@ -288,13 +288,13 @@ class Trainer:
         state = self._load_for_resume()
         if state is None:
             return False
-        old = state.get("config", {})
-        diff = {k: (old.get(k), getattr(self.cfg, k)) for k in RunConfig.RESUME_FIELDS
-                if old.get(k) != getattr(self.cfg, k)}
+        # the optimizer and scheduler state come back with the checkpoint: a
+        # changed lr or epochs (milestones) would be silently ignored, yet
+        # recorded in results.json, so any change of the run's identity is refused
+        diff = self.cfg.identity_diff(state.get("config", {}))
         if diff:
-            what = ", ".join(f"{k} (checkpoint {a!r}, now {b!r})" for k, (a, b) in diff.items())
-            raise ValueError(f"resume: checkpoint {self.ckpt_path} is from an incompatible run; "
-                             f"differs in {what}")
+            raise ValueError(f"resume: checkpoint {self.ckpt_path} is from another configuration; "
+                             f"differs in {diff}; use another --out (or the checkpoint's settings)")
         self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
@@ -400,8 +400,12 @@ class Trainer:
         model = self.net.model
         model.eval()
         figure = os.path.join(self.run_dir, "pdm.png")
+        mean, std = self.loader.mean, self.loader.std
         try:
+            # the probes are images in [0, 1] like the data: they reach the
+            # model through the same input normalisation as its training batches
             out = pdm.analyse(model.first_block, 3, 32, 32, figure, title=self.cfg.run_name,
+                              input_transform=lambda probes: (probes - mean) / std,
                               device=self.device, batch_size=512)
         except OSError as exc:
             raise WriteError(f"{figure}: could not write it ({exc.strerror or exc}); the "
@@ -438,12 +442,19 @@ def run(cfg: RunConfig, out_dir: str = "out/runs", resume: bool = False, stop_af
 
 
 def run_missing(cfg: RunConfig, out_dir: str = "out/runs", progress: bool = True) -> tuple[dict, bool]:
-    """``(results, skipped)``: a finished run is skipped (its results read
-    back), an interrupted one resumed, any other started. What sweeps use."""
+    """``(results, skipped)``: a finished run of the same configuration is
+    skipped (its results read back), an interrupted one resumed, any other
+    started. What sweeps use. A finished run of another configuration in the
+    run's folder is refused (ValueError naming the fields), never reported as
+    this one."""
     done = os.path.join(out_dir, cfg.run_name, "results.json")
     if os.path.exists(done):
         res = read_results(done)  # a damaged file is set aside and the run evaluated again
         if res is not None and "clean_acc" in res:
+            diff = cfg.identity_diff(res.get("config", {}))
+            if diff:
+                raise ValueError(f"{cfg.run_name}: {done} holds a finished run of another "
+                                 f"configuration; differs in {diff}; use another --out")
             return res, True
     ckpt = os.path.join(out_dir, cfg.run_name, "checkpoint.pt")
     resume = os.path.exists(ckpt) or os.path.exists(ckpt + ".prev")
