@@ -44,16 +44,46 @@ def test_aux_loss_uses_labelled_samples_only():
     assert aux_loss(v, beta, torch.zeros(3, dtype=torch.bool)).item() == 0.0
 
 
+def _mask_by_hand(att, feat):
+    """Section 3.2's soft mask from the module's weights, written out with
+    einsum: v = sigmoid(W2 relu(W1 GAP(feat) + b1) + b2)."""
+    pooled = feat.double().mean(dim=(2, 3))
+    h = torch.relu(torch.einsum("hc,bc->bh", att.fc1.weight.double(), pooled) + att.fc1.bias.double())
+    return torch.sigmoid(torch.einsum("ch,bh->bc", att.fc2.weight.double(), h) + att.fc2.bias.double())
+
+
+def _conv_bn_by_hand(att, m):
+    """Section 3.3's 3x3 convolution (as a sum over the nine shifted copies)
+    and training-mode batch norm (batch statistics, biased variance)."""
+    w = att.conv.weight.double()
+    pad = torch.nn.functional.pad(m.double(), (1, 1, 1, 1))
+    H, W = m.shape[-2:]
+    y = sum(torch.einsum("oc,bchw->bohw", w[:, :, i, j], pad[:, :, i:i + H, j:j + W])
+            for i in range(3) for j in range(3))
+    mean, var = y.mean(dim=(0, 2, 3), keepdim=True), y.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    g, b = att.bn.weight.double()[None, :, None, None], att.bn.bias.double()[None, :, None, None]
+    return (y - mean) / torch.sqrt(var + att.bn.eps) * g + b
+
+
 @pytest.mark.parametrize("cls", [ChannelAttention, ExtendedChannelAttention])
-def test_attention_shapes_and_open_ratio(cls):
+def test_attention_mask_and_open_ratio(cls):
+    """The basic module pools the feature map itself; the extended one pools its
+    conv + BN features; both multiply the INPUT map by the mask, and v_bar is
+    the mask's mean per sample."""
+    torch.manual_seed(0)
     att = cls(16, hidden=32)
+    if cls is ExtendedChannelAttention:   # BN's affine parameters away from (1, 0)
+        torch.nn.init.uniform_(att.bn.weight, 0.5, 2.0)
+        torch.nn.init.uniform_(att.bn.bias, -1.0, 1.0)
     m = torch.randn(4, 16, 8, 8)
     out = att(m)
-    assert out.shape == m.shape
-    assert att.mask.shape == (4, 16)
-    assert torch.all((att.mask > 0) & (att.mask < 1))
-    assert torch.allclose(att.open_ratio, att.mask.mean(1))
-    assert torch.allclose(out, m * att.mask[:, :, None, None])
+    feat = _conv_bn_by_hand(att, m) if cls is ExtendedChannelAttention else m
+    want = _mask_by_hand(att, feat)
+    torch.testing.assert_close(att.mask.double(), want, rtol=0, atol=1e-6)
+    if cls is ExtendedChannelAttention:   # a basic module with these weights is different
+        assert (_mask_by_hand(att, m) - want).abs().max() > 1e-2
+    torch.testing.assert_close(att.open_ratio.double(), want.mean(1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.double(), m.double() * want[:, :, None, None], rtol=0, atol=1e-5)
 
 
 def test_aux_loss_trains_the_open_ratio():
