@@ -7,6 +7,8 @@
     fastfreq-train run --preset demo --resume        # continue a killed run
     fastfreq-train sweep --presets t3-nat t3-both --seeds 0 1 2 3
     fastfreq-train table --runs out/runs --baseline t3-nat
+    fastfreq-train gpu-data                          # data/gpu/: what a GPU machine gets
+    fastfreq-train campaign --plan table3 --budget-s 540 --out OUT   # Table 3, window by window
 
 Multi-GPU: ``torchrun --nproc_per_node=N -m fastfreq.train run --preset ...`` (DDP; CPU
 processes use the gloo backend).
@@ -19,6 +21,7 @@ import os
 import shlex
 import sys
 
+from . import campaign, gpudata
 from .engine import NaNLossError, run, run_missing
 from .presets import PRESETS, get_preset
 
@@ -126,6 +129,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--baseline", help="preset that the others are relative to (default: none, "
                    "all values absolute)")
     t.add_argument("--out", help="output prefix (default: <runs>/table)")
+    campaign.add_arguments(sub.add_parser("campaign", help="the next runs of a plan (Table 3) that fit a time "
+                                          "budget, with the fast one-GPU recipe"))
+    gpudata.add_arguments(sub.add_parser("gpu-data", help="build the data folder that travels to a GPU machine"))
     return ap
 
 
@@ -170,6 +176,8 @@ def _dispatch(a, where: dict) -> int:
         for name, fields in PRESETS.items():
             print(f"{name:24s} " + ", ".join(f"{k}={v}" for k, v in fields.items()))
         return 0
+    if a.cmd in ("campaign", "gpu-data"):
+        return (campaign if a.cmd == "campaign" else gpudata).run_cli(a)
     if a.cmd == "table":
         from .table import write_table
 

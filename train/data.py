@@ -214,6 +214,11 @@ def synthetic_dataset(n: int, seed: int = 0, size: int = 32):
     return (rgb.clamp(0, 1) * 255).round().to(torch.uint8), labels
 
 
+def to_uint8_truncated(x: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] as uint8, truncated as the CIFAR-10-C generator's ``np.uint8(...)``."""
+    return (x * 255).floor().clamp(0, 255).to(torch.uint8)
+
+
 def build_synthetic_c(root: str, n: int = 2000, seed: int = 1, names=None) -> str:
     """Write the synthetic test split corrupted by the built-in corruptions in the
     CIFAR-10-C layout under ``root`` (skipped when already there). Returns root."""
@@ -232,8 +237,7 @@ def build_synthetic_c(root: str, n: int = 2000, seed: int = 1, names=None) -> st
         g = torch.Generator().manual_seed(seed)
         for name in names:
             sev = [corrupt(x, name, s, generator=g) for s in range(1, 6)]
-            # uint8 truncation, as the original generator's np.uint8(...)
-            arr = (torch.cat(sev) * 255).floor().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            arr = to_uint8_truncated(torch.cat(sev)).permute(0, 2, 3, 1).numpy()
             _atomic_save(os.path.join(root, f"{name}.npy"), arr)
         _atomic_save(os.path.join(root, "labels.npy"), np.tile(labels.numpy().astype(np.uint8), 5))
         atomic_write(marker, lambda tmp: open(tmp, "w").close())

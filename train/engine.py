@@ -46,6 +46,49 @@ class APSNet(nn.Module):
         return logits, aux
 
 
+def build_net(cfg: RunConfig) -> APSNet:
+    """The run's model and label generator, initialised from ``cfg.seed`` (on the CPU)."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, attention=cfg.attention, hidden=cfg.hidden)
+    return APSNet(model, AuxLabels(cfg.labels) if cfg.labels else None)
+
+
+def make_optimizer(net: nn.Module, cfg: RunConfig, fused: bool = False):
+    """``(SGD, schedule)``: the paper's schedule (x0.1 every 30 of 90 epochs),
+    scaled to ``cfg.epochs``. ``fused`` (CUDA only) changes the speed, not the update."""
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay, **({"fused": True} if fused else {}))
+    milestones = [max(1, round(cfg.epochs * k / 3)) for k in (1, 2)]
+    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones, 0.1)
+
+
+def make_augment(cfg: RunConfig):
+    """The run's augmentation on the device (power suppression then NFD), None without."""
+    if not (cfg.ps or cfg.nfd):
+        return None
+    return SpectralAugment(ps_p=cfg.ps_p if cfg.ps else 0.0, sigma=cfg.sigma if cfg.nfd else 0.0,
+                           nfd_p=1.0 if cfg.nfd else 0.0, backend=cfg.backend)
+
+
+def train_step(net, opt, cfg: RunConfig, x, y, params, amp_dtype, sums: torch.Tensor) -> None:
+    """One SGD step on a batch from the DeviceLoader (``params``: its
+    augmentation draw, for the APS labels). Adds the summed cross-entropy,
+    aux loss and correct count to ``sums`` on the device: no host sync."""
+    if cfg.channels_last and x.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    ps_params = params["ps"] if params is not None and cfg.labels else None
+    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        logits, aux = net(x, ps_params, cfg.lam)
+        ce = F.cross_entropy(logits.float(), y)
+    loss = ce + aux
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        sums += torch.stack([ce.detach() * len(y), aux.detach() * len(y),
+                             (logits.argmax(1) == y).sum().float()])
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -230,11 +273,7 @@ class Trainer:
         self.net = build_net(cfg).to(self.device)
         if cfg.channels_last and on_gpu:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay)
-        # the paper's schedule (x0.1 every 30 of 90 epochs), scaled to cfg.epochs
-        milestones = [max(1, round(cfg.epochs * k / 3)) for k in (1, 2)]
-        self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones, 0.1)
+        self.opt, self.sched = make_optimizer(self.net, cfg)
         self.train_net = self.net
         if self.world > 1:
             self.train_net = nn.parallel.DistributedDataParallel(
@@ -244,11 +283,7 @@ class Trainer:
         self.start_epoch, self.history = 0, []
 
         xtr, ytr, self.xte, self.yte, self.cset = load_data(cfg, os.path.join(out_dir, "data"))
-        augment = None
-        if cfg.ps or cfg.nfd:
-            augment = SpectralAugment(ps_p=cfg.ps_p if cfg.ps else 0.0, sigma=cfg.sigma if cfg.nfd else 0.0,
-                                      nfd_p=1.0 if cfg.nfd else 0.0, backend=cfg.backend)
-        self.loader = D.DeviceLoader(xtr, ytr, cfg.batch_size, device=self.device, augment=augment,
+        self.loader = D.DeviceLoader(xtr, ytr, cfg.batch_size, device=self.device, augment=make_augment(cfg),
                                      seed=cfg.seed, rank=self.rank, world_size=self.world,
                                      drop_last=self.world > 1)
 
@@ -317,19 +352,7 @@ class Trainer:
         seen = 0
         t0 = time.perf_counter()
         for i, (x, y, params) in enumerate(batches):
-            if cfg.channels_last and self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            ps_params = params["ps"] if params is not None and cfg.labels else None
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                logits, aux = self.train_net(x, ps_params, cfg.lam)
-                ce = F.cross_entropy(logits.float(), y)
-            loss = ce + aux
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            with torch.no_grad():  # accumulated on the device: no sync per step
-                sums += torch.stack([ce.detach() * len(y), aux.detach() * len(y),
-                                     (logits.argmax(1) == y).sum().float()])
+            train_step(self.train_net, self.opt, cfg, x, y, params, self.amp_dtype, sums)
             seen += len(y)
             if self.progress and i % 20 == 0 and hasattr(batches, "set_postfix"):
                 s = sums.tolist()
