@@ -121,13 +121,20 @@ def test_estimate_from_measured_rates():
     assert CP.estimate_s(cfg, 50000, 600000, rates) == pytest.approx(135.35)
 
 
-def test_campaign_refuses_to_mix_configurations(tmp_path, capsys):
+def test_campaign_refuses_to_mix_configurations(tmp_path, capsys, monkeypatch):
     data = tiny_gpu_folder(str(tmp_path / "gpu"))
     out = str(tmp_path / "out")
     args = ["campaign", "--data", data, "--results", str(tmp_path / "r"), "--out", out, "--budget-s", "1000", *TINY]
     assert cli(args + ["--max-runs", "1"]) == 0
     path = os.path.join(out, "t3-nat-s0", "results.json")
     before = open(path).read()
+    # a full output folder starts nothing more (it could not send more back)
+    monkeypatch.setattr(CP, "MAX_RUNS_PER_WINDOW", 1)
+    assert cli(args + ["--max-runs", "1"]) == 0
+    rec = json.load(open(os.path.join(out, "campaign.json")))
+    assert rec["decisions"] == [{"run": "t3-nat-s1", "started": False, "why": rec["decisions"][0]["why"]}]
+    assert "already holds 1 runs" in rec["decisions"][0]["why"]
+    assert files_under(out) == ["campaign.json", "t3-nat-s0/results.json", "table.md"]
     capsys.readouterr()
     assert cli(args[:-len(TINY)] + [a if a != "96" else "72" for a in TINY]) == 2  # --n-train 72 now
     err = capsys.readouterr().err.strip().splitlines()
@@ -138,10 +145,6 @@ def test_campaign_refuses_to_mix_configurations(tmp_path, capsys):
     json.dump(r, open(path, "w"))
     assert cli(args + ["--dry-run"]) == 2
     assert "lr (result 0.2, plan 0.1)" in capsys.readouterr().err
-
-
-def test_output_folder_limit_leaves_room_for_the_table():
-    assert CP.MAX_RUNS_PER_WINDOW + len(CP.FIXED_FILES) == 8
 
 
 # ---------------------------------------------------------------- the fast recipe
@@ -196,12 +199,15 @@ def test_builtin_sets_are_the_corruptions_truncated_to_uint8():
     xf = x.double() / 255
     m = xf.mean(dim=(2, 3), keepdim=True)
     want = np.floor(np.clip(((xf - m) * 0.4 + m).numpy(), 0, 1) * 255)
-    assert np.abs(got.numpy().astype(float) - want).max() <= 1  # float32 vs float64 at the floor
+    diff = np.abs(got.numpy().astype(float) - want)
+    # float32 here, float64 there: a value within round-off of an integer may floor either way
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99
     assert torch.equal(labels, y)
     # one seeded generator per (corruption, severity): a set does not depend on the others made
-    alone = fast.ResidentC.builtin(x, y, "cpu", names=("gaussian_noise",))
-    idx = fast.BUILTIN.index("gaussian_noise")
-    assert idx == 0 and torch.equal(alone.severity("gaussian_noise", 2)[0], sets.severity("gaussian_noise", 2)[0])
+    alone = fast.ResidentC.builtin(x, y, "cpu", names=("speckle_noise",))
+    assert fast.BUILTIN.index("speckle_noise") > 0
+    assert torch.equal(alone.severity("speckle_noise", 2)[0], sets.severity("speckle_noise", 2)[0])
+    assert not torch.equal(sets.severity("speckle_noise", 2)[0], sets.severity("speckle_noise", 3)[0])
 
 
 # ---------------------------------------------------------------- the data folder

@@ -178,6 +178,10 @@ def run_campaign(plan: str, budget_s: float, data_dir: str, results_dir: str, ou
     os.makedirs(out, exist_ok=True)
     log(f"campaign {plan}: {len(finished)} of {len(cfgs)} runs finished, {len(pending)} to go; "
         f"budget {budget_s:.0f} s, {remaining():.0f} s left")
+    if pending and slots <= 0:
+        record["decisions"].append({"run": pending[0].run_name, "started": False,
+                                    "why": f"{out} already holds {in_out} runs; an output folder sends back at "
+                                    f"most {MAX_FILES} files ({MAX_RUNS_PER_WINDOW} runs + {', '.join(FIXED_FILES)})"})
     if pending and slots > 0 and (max_runs is None or max_runs > 0):
         runner = FastRunner(**runner_kw)
         record["recipe"] = runner.settings()

@@ -62,9 +62,10 @@ class ResidentC:
         x = images.to(device)
         y = labels.to(device)
         sets = {}
-        for i, name in enumerate(names):
+        for name in names:
             for s in range(1, 6):
-                g = torch.Generator(device=x.device).manual_seed(seed * 100000 + 1000 * i + s)
+                # keyed like the CIFAR-10-C generator: 1000 x the corruption's index + severity
+                g = torch.Generator(device=x.device).manual_seed(seed * 100000 + 1000 * ALL_19.index(name) + s)
                 parts = [to_uint8_truncated(corrupt(x[j:j + chunk].float() / 255, name, s, generator=g))
                          for j in range(0, len(x), chunk)]
                 sets[(name, s)] = (torch.cat(parts), y)
