@@ -182,7 +182,9 @@ def test_runs_in_one_process_reuse_the_compiled_step_and_share_nothing_else():
     runner.train(cfg0, xtr, ytr, log=None)
     after_first = len(graphs)
     assert after_first >= 1  # (graph breaks, e.g. the CPU-only label check, add graphs)
+    first_module = runner.net_for(cfg0)[1]
     _, hist1 = runner.train(cfg1, xtr, ytr, log=None)
+    assert runner.net_for(cfg1)[1] is first_module  # the same compiled module
     assert len(graphs) == after_first  # nothing recompiled for the second run
     # the second run starts from its own seed's initialisation, with fresh
     # optimizer state and BN statistics: as a run in a new runner
