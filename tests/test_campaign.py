@@ -194,7 +194,7 @@ def test_runs_in_one_process_reuse_the_compiled_step_and_share_nothing_else():
 
 def test_builtin_sets_are_the_corruptions_truncated_to_uint8():
     x, y = D.synthetic_dataset(6, seed=2)
-    sets = fast.ResidentC.builtin(x, y, "cpu", chunk=4)
+    sets = fast.ResidentC.builtin(x, y, "cpu", chunk=4, workers=3)
     assert sets.available() == fast.BUILTIN and sets.n == 6
     got, labels = sets.severity("contrast", 3)
     # contrast at severity 3 (c = 0.4): (x - mean) * c + mean, the mean per image and channel
@@ -210,6 +210,10 @@ def test_builtin_sets_are_the_corruptions_truncated_to_uint8():
     assert fast.BUILTIN.index("speckle_noise") > 0
     assert torch.equal(alone.severity("speckle_noise", 2)[0], sets.severity("speckle_noise", 2)[0])
     assert not torch.equal(sets.severity("speckle_noise", 2)[0], sets.severity("speckle_noise", 3)[0])
+    # chunks in threads: the same images as one pass per set
+    one = fast.ResidentC.builtin(x, y, "cpu", names=("jpeg_compression", "shot_noise"), chunk=6, workers=1)
+    for name in ("jpeg_compression", "shot_noise"):
+        assert torch.equal(one.severity(name, 4)[0], sets.severity(name, 4)[0])
 
 
 # ---------------------------------------------------------------- the data folder
@@ -317,6 +321,8 @@ def test_the_copied_builder_decodes_the_archive_in_the_sample_order(tmp_path):
     gd = gpudata.GpuData(dest)
     xtr, ytr, xte, yte = gd.cifar10()
     assert xtr.shape == (50000, 3, 32, 32) and xte.shape == (10000, 3, 32, 32)
+    assert gd.cifar_root == dest + ".decoded"  # not inside the folder that travels
+    assert gpudata.folder_bytes(dest) < 64 * 2**20
     gd.cifar10c(yte)  # the subset's labels are those of the first test images
     with pytest.raises(D.DataError, match="different test_batch orders"):
         gd.cifar10c(yte.flip(0))

@@ -21,13 +21,15 @@ how it is run:
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
 
-from fastfreq.corruptions import CORRUPTIONS, corrupt
+from fastfreq.corruptions import CORRUPTIONS, NOISY, corrupt
 
 from .config import RunConfig
 from .data import ALL_19, DeviceLoader, to_uint8_truncated
@@ -54,21 +56,29 @@ class ResidentC:
 
     @classmethod
     def builtin(cls, images: torch.Tensor, labels: torch.Tensor, device, seed: int = 0,
-                names=BUILTIN, chunk: int = 2500) -> "ResidentC":
+                names=BUILTIN, chunk: int = 500, workers: int | None = None) -> "ResidentC":
         """``images`` (uint8) corrupted by fastfreq's own corruptions at every
         severity, on the device, uint8-truncated as the CIFAR-10-C generator
         does. Each (corruption, severity) draws from its own seeded generator,
-        so a set does not depend on which others were made."""
+        so a set does not depend on which others were made. The corruptions
+        without random draws run chunk by chunk in ``workers`` threads (default:
+        one per CPU): pixelate and JPEG go through Pillow one image at a time,
+        which releases the GIL; the noisy ones stay in order (one generator)."""
         x = images.to(device)
         y = labels.to(device)
+        starts = range(0, len(x), chunk)
         sets = {}
-        for name in names:
-            for s in range(1, 6):
-                # keyed like the CIFAR-10-C generator: 1000 x the corruption's index + severity
-                g = torch.Generator(device=x.device).manual_seed(seed * 100000 + 1000 * ALL_19.index(name) + s)
-                parts = [to_uint8_truncated(corrupt(x[j:j + chunk].float() / 255, name, s, generator=g))
-                         for j in range(0, len(x), chunk)]
-                sets[(name, s)] = (torch.cat(parts), y)
+        with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+            for name in names:
+                for s in range(1, 6):
+                    # keyed like the CIFAR-10-C generator: 1000 x the corruption's index + severity
+                    g = torch.Generator(device=x.device).manual_seed(seed * 100000 + 1000 * ALL_19.index(name) + s)
+
+                    def one(j, name=name, s=s, g=g):
+                        return to_uint8_truncated(corrupt(x[j:j + chunk].float() / 255, name, s, generator=g))
+
+                    parts = [one(j) for j in starts] if name in NOISY else list(pool.map(one, starts))
+                    sets[(name, s)] = (torch.cat(parts), y)
         return cls(sets, len(x))
 
     def available(self, names=ALL_19):

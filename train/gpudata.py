@@ -6,7 +6,8 @@ ignored folder, ``data/gpu/`` by default, from the shared data:
 
 * the CIFAR-10 JPEG archive and its builder script, copied as they are (the
   archive is 19 MB; decoded, CIFAR-10 would be 184 MB). The builder writes
-  ``cifar-10-batches-py/`` beside them on first use, on the GPU machine;
+  ``data/gpu.decoded/cifar-10-batches-py/`` on first use, on the GPU machine
+  (beside the folder, so that a decoded copy never travels with it);
 * ``cifar10c/``: the first N test images of the real CIFAR-10-C sample, all
   19 corruptions x 5 severities, in the CIFAR-10-C layout. The sample does not
   compress (noise-like pixels), so N is the largest number whose files fit what
@@ -208,20 +209,25 @@ class GpuData:
 
     @property
     def cifar_root(self) -> str:
-        """The folder holding ``cifar-10-batches-py/``, decoded from the
-        archive by the copied builder on first use (into a temporary folder,
-        renamed when complete, so an interrupted decode is redone)."""
-        batches = os.path.join(self.root, "cifar-10-batches-py")
-        if not os.path.exists(os.path.join(batches, "test_batch")):
+        """The folder holding ``cifar-10-batches-py/``: the data folder's own
+        when it has one, else ``<folder>.decoded`` beside it, decoded from the
+        archive by the copied builder on first use. Beside, not inside: the
+        184 MB decoded copy must not travel when the folder is carried. Decoded
+        into a temporary folder and renamed when complete, so an interrupted
+        decode is redone."""
+        if os.path.exists(os.path.join(self.root, "cifar-10-batches-py", "test_batch")):
+            return self.root
+        decoded = self.root.rstrip("/") + ".decoded"
+        if not os.path.exists(os.path.join(decoded, "cifar-10-batches-py", "test_batch")):
             builder = os.path.join(self.root, BUILDER)
             if not os.path.exists(builder):
-                raise DataError(f"data: neither {batches}/ nor {builder} is there")
-            tmp = os.path.join(self.root, "decode.tmp")
+                raise DataError(f"data: neither {self.root}/cifar-10-batches-py/ nor {builder} is there")
+            tmp = decoded + ".tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             subprocess.run([sys.executable, builder, tmp], check=True, stdout=subprocess.DEVNULL)
-            os.replace(os.path.join(tmp, "cifar-10-batches-py"), batches)
-            shutil.rmtree(tmp)
-        return self.root
+            shutil.rmtree(decoded, ignore_errors=True)
+            os.replace(tmp, decoded)
+        return decoded
 
     def cifar10(self):
         """``(train images, train labels, test images, test labels)`` (uint8 NCHW, int64)."""
