@@ -46,13 +46,6 @@ class APSNet(nn.Module):
         return logits, aux
 
 
-def build_net(cfg: RunConfig) -> APSNet:
-    """The run's model and label generator, initialised from ``cfg.seed`` (on the CPU)."""
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, attention=cfg.attention, hidden=cfg.hidden)
-    return APSNet(model, AuxLabels(cfg.labels) if cfg.labels else None)
-
-
 def make_optimizer(net: nn.Module, cfg: RunConfig, fused: bool = False):
     """``(SGD, schedule)``: the paper's schedule (x0.1 every 30 of 90 epochs),
     scaled to ``cfg.epochs``. ``fused`` (CUDA only) changes the speed, not the update."""

@@ -192,9 +192,10 @@ class FastRunner:
             if not all(math.isfinite(v) for v in (loss, aux)):
                 raise NaNLossError(f"{cfg.run_name} epoch {epoch + 1}: the loss became NaN/Inf; "
                                    "try a lower lr or lam")
+            lr = opt.param_groups[0]["lr"]  # the rate this epoch trained with, as the Trainer records it
             sched.step()
             history.append({"epoch": epoch + 1, "images": n, "loss": loss / n, "aux": aux / n,
-                            "train_acc": 100 * correct / n, "lr": opt.param_groups[0]["lr"],
+                            "train_acc": 100 * correct / n, "lr": lr,
                             "seconds": dt, "images_per_s": n / dt})
             if log and (epoch + 1 == cfg.epochs or (epoch + 1) % 10 == 0):
                 log(f"  {cfg.run_name} epoch {epoch + 1}/{cfg.epochs} loss {loss / n:.3f} "
