@@ -175,7 +175,10 @@ def test_runs_in_one_process_reuse_the_compiled_step_and_share_nothing_else():
         graphs.append(gm)
         return gm.forward
 
-    cfg0, cfg1 = _cfg(seed=0, epochs=1), _cfg(seed=1, epochs=1)
+    # the nat. row's architecture: compiling the attention models fails at guard creation on
+    # main at 67e695c (ChannelAttention.open_ratio raises before a forward; reported)
+    cfg0, cfg1 = (get_preset("t3-nat", model="tiny", epochs=1, batch_size=24, data="synthetic", seed=s)
+                  for s in (0, 1))
     xtr, ytr = D.synthetic_dataset(48, seed=5)  # two full batches: one batch shape
     runner = fast.FastRunner("cpu", compile=True, compile_backend=counting_backend)
     torch._dynamo.reset()
