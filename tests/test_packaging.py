@@ -166,7 +166,9 @@ def test_docs_and_help_use_forms_that_work_after_pip_install():
              "fastfreq-train --help": train_parser().format_help(),
              "fastfreq-bench --help": bench_parser().format_help()}
     for where, text in texts.items():
-        bad = re.findall(r"(?:python3? -m|torchrun[^\n]*?-m) (?:train|bench)\b(?!\.gpu_check)", text)
+        # bench.gpu_check and train.campaign are the GPU machine's entry points, where the
+        # checkout travels without being installed
+        bad = re.findall(r"(?:python3? -m|torchrun[^\n]*?-m) (?:train|bench)\b(?!\.gpu_check|\.campaign)", text)
         assert not bad, f"{where}: {bad}"
     for cmd in _readme_commands(texts["README.md"]):
         if not cmd.startswith(CHECKOUT_ONLY):

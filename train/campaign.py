@@ -1,8 +1,8 @@
 """Campaigns: the paper's Table 3 in windows of a few minutes on one GPU (issue 25).
 
-    python -m train campaign --plan table3 --budget-s 540 --out $OUT
-    python -m train campaign --plan table3 --dry-run                 # what is done, what is next
-    python -m train campaign --plan table3 --collect FETCHED_DIR     # returned results -> --results
+    fastfreq-train campaign --plan table3 --budget-s 540 --out $OUT
+    fastfreq-train campaign --plan table3 --dry-run                 # what is done, what is next
+    fastfreq-train campaign --plan table3 --collect FETCHED_DIR     # returned results -> --results
 
 Each call runs, in plan order, the runs that have no finished result in
 ``--results`` (the tracked folder, default ``docs/results/table3``) or in
@@ -377,25 +377,30 @@ def table_markdown(plan: str, finished: dict) -> str:
 
 # ---------------------------------------------------------------- CLI
 def add_arguments(p):
-    p.add_argument("--plan", default="table3", choices=sorted(PLANS))
+    p.add_argument("--plan", default="table3", choices=sorted(PLANS),
+                   help="the plan whose runs to do (default: %(default)s)")
     p.add_argument("--budget-s", type=float, help="seconds this call may take from its start (after the imports); a run "
-                   "whose estimate does not fit what is left is not started")
-    p.add_argument("--data", default=os.path.join(ROOT, DEFAULT_DIR), help="folder made by `train gpu-data`")
+                   "whose estimate does not fit what is left is not started (default: no limit)")
+    p.add_argument("--data", default=os.path.join(ROOT, DEFAULT_DIR),
+                   help="folder made by `fastfreq-train gpu-data` (default: %(default)s)")
     p.add_argument("--results", default=DEFAULT_RESULTS, help="tracked folder of finished runs (read; "
-                   "--collect writes it)")
+                   "--collect writes it) (default: %(default)s)")
     p.add_argument("--out", default=os.path.join("out", "campaign"), help="this window's output folder "
-                   "(at most 8 files)")
-    p.add_argument("--collect", metavar="DIR", help="copy the finished runs under DIR into --results, then stop")
+                   "(at most 8 files) (default: %(default)s)")
+    p.add_argument("--collect", metavar="DIR", help="copy the finished runs under DIR into --results, then stop "
+                   "(default: run the plan instead)")
     p.add_argument("--dry-run", action="store_true", help="list finished and pending runs, run nothing")
-    p.add_argument("--max-runs", type=int, help="start at most this many runs")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--max-runs", type=int, help="start at most this many runs (default: as many as fit)")
+    p.add_argument("--device", default="auto", help="where to train; auto: cuda if present (default: %(default)s)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (one compile per architecture)")
-    p.add_argument("--compile-mode", help="torch.compile mode (e.g. max-autotune-no-cudagraphs, reduce-overhead)")
-    p.add_argument("--calib-steps", type=int, default=30, help="steady steps timed per calibration")
+    p.add_argument("--compile-mode", help="torch.compile mode (e.g. max-autotune-no-cudagraphs, reduce-overhead; "
+                   "default: torch's)")
+    p.add_argument("--calib-steps", type=int, default=30,
+                   help="steady steps timed per calibration (default: %(default)s)")
     for flag, kind in (("--model", str), ("--epochs", int), ("--n-train", int), ("--n-test", int),
                        ("--batch-size", int), ("--hidden", int)):
         p.add_argument(flag, type=kind, help="override the plan's value (small CPU checks; recorded, and "
-                       "results made with other values are refused)")
+                       "results made with other values are refused; default: the plan's)")
 
 
 def _overrides(a) -> dict:
@@ -429,3 +434,17 @@ def run_cli(a) -> int:
     print(f"finished this call: {', '.join(started) or 'none'}; pending: {len(rec['pending'])}; "
           f"{rec['elapsed_s']:.0f} s of {a.budget_s:.0f}; wrote {a.out}/")
     return 0
+
+
+def main(argv=None) -> int:
+    """`python3 -m train.campaign ...`: the entry point on the GPU machine, where the
+    checkout travels but is not installed (fastfreq-train is not on its PATH)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python3 -m train.campaign", description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
+    return run_cli(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

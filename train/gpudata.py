@@ -17,8 +17,8 @@ ignored folder, ``data/gpu/`` by default, from the shared data:
   (the commit and a SHA-256 of every source file, so that a run on a machine
   without the git metadata still records which code trained it).
 
-    python -m train gpu-data --shared ../shared/data          # builds data/gpu/
-    python -m train gpu-data --stamp-only                     # refresh code.json after a commit
+    fastfreq-train gpu-data --shared ../shared/data          # builds data/gpu/
+    fastfreq-train gpu-data --stamp-only                     # refresh code.json after a commit
 """
 from __future__ import annotations
 
@@ -179,7 +179,7 @@ def code_identity(folder: str | None, root: str = ROOT) -> dict:
         return {"commit": head.strip(), "dirty": dirty, "how": "git"}
     path = os.path.join(folder, CODE) if folder else None
     if not path or not os.path.exists(path):
-        raise ValueError(f"code: no git metadata here and no {path or CODE}; run `python -m train gpu-data "
+        raise ValueError(f"code: no git metadata here and no {path or CODE}; run `fastfreq-train gpu-data "
                          "--stamp-only` in the checkout before sending it")
     with open(path) as f:
         stamp = json.load(f)
@@ -201,7 +201,7 @@ class GpuData:
         self.root = root
         path = os.path.join(root, MANIFEST)
         if not os.path.exists(path):
-            raise DataError(f"data: {path} missing; build the folder with `python -m train gpu-data "
+            raise DataError(f"data: {path} missing; build the folder with `fastfreq-train gpu-data "
                             "--shared ../shared/data`")
         with open(path) as f:
             self.manifest = json.load(f)
@@ -258,7 +258,7 @@ class GpuData:
 def main(argv=None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m train gpu-data", description=__doc__,
+    ap = argparse.ArgumentParser(prog="fastfreq-train gpu-data", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(ap)
     return run_cli(ap.parse_args(argv))
@@ -266,8 +266,9 @@ def main(argv=None) -> int:
 
 def add_arguments(ap):
     ap.add_argument("--shared", default=os.path.join(ROOT, "..", "shared", "data"),
-                    help="the shared data folder (cifar10-jpeg.tar.gz, build_cifar10.py, CIFAR-10-C-sample/)")
-    ap.add_argument("--dest", default=os.path.join(ROOT, DEFAULT_DIR), help="folder to build (git-ignored)")
+                    help="the shared data folder (cifar10-jpeg.tar.gz, build_cifar10.py, CIFAR-10-C-sample/) "
+                    "(default: %(default)s)")
+    ap.add_argument("--dest", default=os.path.join(ROOT, DEFAULT_DIR), help="folder to build (git-ignored) (default: %(default)s)")
     ap.add_argument("--budget-mib", type=float,
                     help="bytes this folder may use, in MiB (default: 64 MiB minus the rest of the checkout "
                     "minus a 2 MiB reserve)")
