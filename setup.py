@@ -17,8 +17,60 @@ import shutil
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext as _setuptools_build_ext
 
-# Small default: Hopper only. Set TORCH_CUDA_ARCH_LIST to build for others.
-DEFAULT_ARCH_LIST = "9.0"
+# Architectures every build covers at least (A100, RTX 30xx/A10, L4/RTX 40xx,
+# H100/H200), beside those PyTorch's own wheel lists; PTX of the newest one
+# lets later GPUs JIT it. TORCH_CUDA_ARCH_LIST overrides the whole list.
+MIN_ARCHS = ("8.0", "8.6", "8.9", "9.0")
+
+
+def _arch_key(a: str):
+    major, minor = a.split(".")
+    return int(major), int(minor.rstrip("af") or 0)
+
+
+def default_arch_list(torch_arch_flags: str, nvcc_archs) -> str:
+    """TORCH_CUDA_ARCH_LIST when the user sets none: the SASS architectures of
+    torch's own build (``torch._C._cuda_getArchFlags()``, "sm_80 sm_90 ...")
+    together with MIN_ARCHS, kept to those ``nvcc --list-gpu-arch`` knows
+    (``nvcc_archs``: "compute_90", ...; None when unknown), plus PTX of the
+    newest."""
+    wanted = set(MIN_ARCHS)
+    for flag in (torch_arch_flags or "").split():
+        if flag.startswith("sm_") and flag[3:].isdigit():
+            num = flag[3:]
+            wanted.add(f"{num[:-1]}.{num[-1]}")
+    if nvcc_archs is not None:
+        known = {f"{n[:-1]}.{n[-1]}" for n in (a.split("_", 1)[-1] for a in nvcc_archs) if n.isdigit()}
+        wanted &= known
+    if not wanted:
+        raise SystemExit("fastfreq build: nvcc supports none of the GPU architectures "
+                         f"{', '.join(MIN_ARCHS)}; set TORCH_CUDA_ARCH_LIST")
+    archs = sorted(wanted, key=_arch_key)
+    archs[-1] += "+PTX"
+    return ";".join(archs)
+
+
+def _nvcc_archs(cuda_home):
+    """``nvcc --list-gpu-arch`` as a list, or None when it cannot tell."""
+    import subprocess
+
+    nvcc = os.path.join(cuda_home, "bin", "nvcc") if cuda_home else shutil.which("nvcc")
+    try:
+        out = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError, TypeError):
+        return None
+    return out.stdout.split() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def targets_macro(arch_list: str) -> str:
+    """The arch list as one preprocessor token for -DFASTFREQ_CUDA_TARGETS
+    ("8.0;9.0+PTX" -> "targets_80_90ptx"): no quotes or semicolons to survive
+    the shell and ninja. fastfreq.backends.ext.cuda_archs() reads it back.
+    Neither the flag nor the token may contain "arch": torch's extension build
+    drops its -gencode flags when any nvcc flag does (nvcc then compiled for
+    its default sm_75 only)."""
+    parts = [a.strip() for a in arch_list.replace(" ", ";").split(";") if a.strip()]
+    return "targets_" + "_".join(a.replace(".", "").replace("+PTX", "ptx") for a in parts)
 
 
 def _cudart_found(cuda_home) -> bool:
@@ -79,10 +131,15 @@ def _extensions():
     import torch
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
-    sources = ["csrc/spectral_augment.cpp", "csrc/cpu/spectral_augment_kernel.cpp"]
+    sources = ["csrc/spectral_augment.cpp", "csrc/cpu/spectral_augment_kernel.cpp",
+               "csrc/cpu/single_pass.cpp"]
     # No errno and no FP traps: lets the compiler vectorise the branch-free
     # noise and Dir loops (no code here reads errno or FP exceptions).
-    cxx = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+    # No FMA contraction: the x86 clones of the noise loops (target_clones
+    # avx512f/avx2) would otherwise fuse a*b+c where the default clone does
+    # not, so the same seed gave draws 1 ulp apart on AVX-512 CPUs (seen on an
+    # AMD EPYC: the row fill differed from normal_at).
+    cxx = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
     # OpenMP: at::parallel_for is inline OpenMP code (torch is built with
     # AT_PARALLEL_OPENMP), so without -fopenmp every chunk ran on the calling
     # thread. Linking -fopenmp names libgomp.so.1, which resolves to the copy
@@ -90,13 +147,19 @@ def _extensions():
     openmp = _openmp_flags()
     with_cuda = _want_cuda(torch.version.cuda)
     if with_cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCH_LIST)
+        from torch.utils.cpp_extension import CUDA_HOME
+
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip():
+            flags = torch._C._cuda_getArchFlags() if hasattr(torch._C, "_cuda_getArchFlags") else ""
+            os.environ["TORCH_CUDA_ARCH_LIST"] = default_arch_list(flags, _nvcc_archs(CUDA_HOME))
+        defines = ["-DFASTFREQ_WITH_CUDA",
+                   f"-DFASTFREQ_CUDA_TARGETS={targets_macro(os.environ['TORCH_CUDA_ARCH_LIST'])}"]
         ext = CUDAExtension(
             "fastfreq._C",
-            sources + ["csrc/cuda/spectral_augment_kernel.cu"],
+            sources + ["csrc/cuda/spectral_augment_kernel.cu", "csrc/cuda/single_pass_kernel.cu"],
             include_dirs=_pip_cuda_includes(),
-            extra_compile_args={"cxx": cxx + openmp + ["-DFASTFREQ_WITH_CUDA"],
-                                "nvcc": ["-O3", "-DFASTFREQ_WITH_CUDA"]},
+            extra_compile_args={"cxx": cxx + openmp + defines,
+                                "nvcc": ["-O3"] + defines},
             extra_link_args=openmp,
         )
     else:

@@ -2,7 +2,9 @@
 
     python -m bench aot                       # default configurations, sm_90
     python -m bench aot --full --arch 90 80   # every shipped configuration
-    python -m bench aot --gate                # exit 1 if a default 32x32/40x40 config spills
+    python -m bench aot --gate                # exit 1 if a default 32x32/40x40 config spills,
+                                              # or a fixed-size single-pass kernel (sm_80, sm_90)
+                                              # has a stack or < 8 resident warps per SM
 
 Compiles the Triton kernel for a target (``triton.compile`` with
 ``GPUTarget("cuda", arch, 32)``; ptxas and cuobjdump ship in the triton
@@ -139,8 +141,18 @@ def _int(pattern: str, text: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def _demangle(names: list[str]) -> list[str]:
+    try:
+        out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True,
+                             timeout=60).stdout.splitlines()
+        return out if len(out) == len(names) else names
+    except (OSError, subprocess.SubprocessError):
+        return names
+
+
 def cuda_resources() -> list[dict]:
-    """Registers / stack / shared of the CUDA kernels in the built extension."""
+    """Registers / stack / shared of the CUDA kernels in the built extension,
+    one row per kernel and architecture (cuobjdump -res-usage)."""
     _, cuobjdump = _tools()
     libs = glob.glob(os.path.join(ROOT, "fastfreq", "_C*.so"))
     if not libs:
@@ -150,22 +162,107 @@ def cuda_resources() -> list[dict]:
         except ImportError:
             return []
     res = subprocess.run([cuobjdump, "-res-usage", libs[0]], capture_output=True, text=True).stdout
-    out = []
-    for name, body in re.findall(r"Function ([^\s:]+):\s*\n\s*(REG:.*)", res):
-        if "fastfreq" not in name:
+    found = []
+    for section in re.split(r"\n(?=Fatbin elf code)", res):
+        m = re.search(r"arch = sm_(\d+)", section)
+        if not m:
             continue
-        out.append(dict(kernel=_short_name(name), registers=_int(r"REG:(\d+)", body),
-                        stack_bytes=_int(r"STACK:(\d+)", body), shared_bytes=_int(r"SHARED:(\d+)", body),
-                        local_bytes=_int(r"LOCAL:(\d+)", body)))
+        for name, body in re.findall(r"Function ([^\s:]+):\s*\n\s*(REG:.*)", section):
+            if "fastfreq" in name:
+                found.append((int(m.group(1)), name, body))
+    pretty = _demangle([name for _, name, _ in found])
+    out = []
+    for (arch, _, body), full in zip(found, pretty):
+        row = dict(kernel=_short_name(full), arch=arch, registers=_int(r"REG:(\d+)", body),
+                   stack_bytes=_int(r"STACK:(\d+)", body), shared_bytes=_int(r"SHARED:(\d+)", body),
+                   local_bytes=_int(r"LOCAL:(\d+)", body))
+        sp = re.search(r"single_pass_kernel<(\d+), (\d+), ([\w:]+), (\w+)>", full)
+        if sp:
+            H, W = int(sp.group(1)), int(sp.group(2))
+            row.update(single_pass=True, H=H, W=W, dtype=sp.group(3).split("::")[-1])
+            if H > 0:
+                row.update(single_pass_residency(H, W, row["registers"], arch))
+        out.append(row)
     return out
 
 
-def _short_name(mangled: str) -> str:
-    """``augment_planes_kernel<float>`` from the mangled symbol."""
-    m = re.search(r"(augment_planes_kernel|philox_normal_kernel)(I([fd])E)?", mangled)
+def _short_name(demangled: str) -> str:
+    """``augment_planes_kernel<float>``, ``single_pass_kernel<40, 40, float, float>``."""
+    m = re.search(r"(augment_planes_kernel|philox_normal_kernel|single_pass_kernel)(<[^()]*>)?",
+                  demangled)
     if not m:
-        return mangled[:60]
-    return m.group(1) + {"f": "<float>", "d": "<double>"}.get(m.group(3) or "", "")
+        return demangled[:60]
+    return m.group(1) + (m.group(2) or "").replace("c10::", "")
+
+
+# ---------------------------------------------------------------- single pass
+#: Per SM and architecture: shared memory a block may use (opt-in) and the
+#: SM holds, warps and blocks it holds (CUDA programming guide, compute
+#: capabilities table).
+SM_LIMITS = {80: dict(smem_sm=167936, smem_block=166912, warps=64, blocks=32),
+             86: dict(smem_sm=102400, smem_block=101376, warps=48, blocks=16),
+             89: dict(smem_sm=102400, smem_block=101376, warps=48, blocks=24),
+             90: dict(smem_sm=233472, smem_block=232448, warps=64, blocks=32)}
+#: Threads per block the single-pass geometry aims at (csrc/single_pass.h).
+SINGLE_PASS_THREADS = 128
+#: The gate's floor: resident warps per SM for the fixed-size kernels.
+MIN_RESIDENT_WARPS = 8
+
+
+def single_pass_geometry(H: int, W: int) -> dict:
+    """The launch geometry of csrc/fft/plane.h make_geometry with the default
+    planes per block (tests/test_aot.py checks it against the C++ one)."""
+    L = max((H + 1) // 2, (W + 1) // 2)
+    G = max(1, SINGLE_PASS_THREADS // L)
+    Wh = W // 2 + 1
+    S = Wh | 1
+    for _ in range(32):
+        if (L * (S - 1)) % 32 == 0:
+            break
+        S += 2
+    if (L * (S - 1)) % 32 != 0:
+        S = Wh | 1
+    P = 2 * H * S
+    while P % 32 != (L * S) % 32:
+        P += 1
+    threads = G * L
+    words = G * P + threads + G
+    return dict(planes_per_block=G, threads=threads, row_stride=S, plane_stride=P, smem_words=words)
+
+
+def single_pass_residency(H: int, W: int, registers: int, arch: int, word_bytes: int = 4) -> dict:
+    """Blocks and warps of the single-pass kernel one SM holds, from its
+    registers (allocated per warp in units of 256) and its shared memory (plus
+    the 1 kB the runtime reserves per block)."""
+    lim = SM_LIMITS.get(arch, SM_LIMITS[80])
+    geo = single_pass_geometry(H, W)
+    warps_per_block = -(-geo["threads"] // 32)
+    regs_per_warp = -(-registers * 32 // 256) * 256
+    by_regs = 65536 // (regs_per_warp * warps_per_block)
+    smem = geo["smem_words"] * word_bytes
+    by_smem = lim["smem_sm"] // (smem + 1024) if smem <= lim["smem_block"] else 0
+    blocks = min(by_regs, by_smem, lim["blocks"], lim["warps"] // warps_per_block)
+    return dict(block_threads=geo["threads"], block_smem_bytes=smem, blocks_per_sm=blocks,
+                resident_warps=blocks * warps_per_block)
+
+
+def single_pass_gate(rows: list[dict], archs=(80, 90)) -> list[str]:
+    """What the gate refuses: a fixed-size (32/40/64) single-pass kernel with
+    a stack or local memory, fewer than MIN_RESIDENT_WARPS resident warps, or
+    missing for an architecture the build must cover."""
+    problems = []
+    for arch in archs:
+        fixed = [r for r in rows if r.get("single_pass") and r["arch"] == arch and r["H"] > 0]
+        if not fixed:
+            problems.append(f"no fixed-size single-pass kernel for sm_{arch} in the build")
+        for r in fixed:
+            what = f"{r['kernel']} sm_{arch}"
+            if r["stack_bytes"] or r["local_bytes"]:
+                problems.append(f"{what}: {r['stack_bytes']} B stack, {r['local_bytes']} B local")
+            if r["resident_warps"] < MIN_RESIDENT_WARPS:
+                problems.append(f"{what}: {r['resident_warps']} resident warps per SM "
+                                f"(< {MIN_RESIDENT_WARPS}; {r['registers']} registers)")
+    return problems
 
 
 def estimate(triton_cfg: dict | None, hw: dict = H100, shape=ESTIMATE_SHAPE) -> dict:
@@ -227,6 +324,11 @@ def report(archs=(90,), full: bool = False, out: str = "out/bench", gate: bool =
             print("aot gate: default configurations spill: "
                   + ", ".join(f"{r['H']}x{r['W']} sm_{arch} ({r['spill_bytes']} B)" for r in spills))
             status = 1
+    if gate and any(r.get("single_pass") for r in res["cuda"]):
+        problems = single_pass_gate(res["cuda"])
+        if problems:
+            print("aot gate: single-pass kernel: " + "; ".join(problems))
+            status = 1
     return status
 
 
@@ -239,9 +341,11 @@ def markdown(res: dict) -> str:
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in res["triton"]]
     if res["cuda"]:
         lines += ["", "CUDA kernels (cuobjdump -res-usage of the built extension):", "",
-                  "| kernel | registers | stack | shared | local |", "|---|---|---|---|---|"]
-        lines += [f"| `{c['kernel']}` | {c['registers']} | {c['stack_bytes']} | "
-                  f"{c['shared_bytes']} | {c['local_bytes']} |" for c in res["cuda"]]
+                  "| kernel | arch | registers | stack | local | block smem | warps/SM |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| `{c['kernel']}` | sm_{c['arch']} | {c['registers']} | {c['stack_bytes']} | "
+                  f"{c['local_bytes']} | {c.get('block_smem_bytes', c['shared_bytes'])} | "
+                  f"{c.get('resident_warps', '')} |" for c in res["cuda"]]
     e = res["estimate"]
     lines += ["", f"Static estimate (not measured) for {'x'.join(map(str, e['shape']))} float32 PS+NFD on "
               f"{e['hardware']}: HBM bound {e['hbm_bound_us']:.1f} us"]

@@ -17,12 +17,13 @@ namespace single_pass {
 // Threads per block the geometry aims at (and the kernel's launch bound).
 constexpr int kTargetThreads = 128;
 
-// Blocks per SM that the registers must allow (__launch_bounds__), matched to
-// what the shared memory of planes_per_block planes allows on a 228 kB SM
-// (Hopper, A100: 164 kB): 32x32 4 blocks (<= 128 registers), 40x40 3 (<= 168),
-// 64x64 2. At least 8 warps per SM each (tests/test_aot.py).
+// Blocks per SM that the registers must allow (__launch_bounds__): 32x32 and
+// 40x40 3 blocks (<= 168 registers a thread), 64x64 2 (<= 255). The shared
+// memory of planes_per_block planes allows that many on a 228 kB (Hopper) and
+// a 164 kB (A100) SM. 32x32 at 4 blocks (<= 128 registers) spills (measured
+// with bench aot). At least 8 warps per SM each (bench aot --gate).
 constexpr int min_blocks_per_sm(int HC, int WC) {
-  return (HC == 32 && WC == 32) ? 4 : (HC == 40 && WC == 40) ? 3 : 2;
+  return (HC == 64 || WC == 64) ? 2 : 3;
 }
 
 // Planes per block: as many as fill kTargetThreads with their lines.

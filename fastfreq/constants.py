@@ -9,7 +9,11 @@ from __future__ import annotations
 #: The paper's five NFD bands for 40x40 images, as ``(a, b)`` edges of eq. 13.
 PAPER_BANDS: tuple[tuple[float, float], ...] = ((0, 9), (10, 13), (14, 17), (18, 20), (21, 29))
 #: The backend names the functional API and the modules take ("auto" first).
-BACKENDS = ("auto", "numpy", "torch", "cpp", "cuda", "triton")
+#: "single_pass" is the opt-in single-pass kernel (CPU and CUDA tensors):
+#: ``auto`` does not pick it until it has passed the test matrix on a GPU.
+BACKENDS = ("auto", "numpy", "torch", "cpp", "cuda", "triton", "single_pass")
+#: Largest H and W the single-pass op takes (``kMaxLine`` in csrc/fft/plane.h).
+SINGLE_PASS_MAX_SIDE = 64
 #: Band ids of the power-suppression masks.
 BAND_IDS = {"L": 0, "M": 1, "H": 2}
 #: Dir threshold relative to the plane's L1 norm: eps = DIR_EPS_REL * sum |x|

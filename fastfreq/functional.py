@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from . import _checks as chk
-from .backends import NumpyFn, ext, numpy_ref, torch_fft, triton_kernel
+from .backends import NumpyFn, ext, numpy_ref, single_pass, torch_fft, triton_kernel
 from .backends import kernel_seed
-from .constants import BACKENDS, FLOAT32_SUM_LIMIT, FLOAT64_SUM_LIMIT, PAPER_BANDS
+from .constants import (BACKENDS, FLOAT32_SUM_LIMIT, FLOAT64_SUM_LIMIT, PAPER_BANDS,
+                        SINGLE_PASS_MAX_SIDE)
 
 # why the Triton kernel failed under backend="auto" (None: it has not); once
 # set, auto stops picking it
@@ -234,7 +235,10 @@ def _auto_cuda(x: torch.Tensor) -> str:
     """auto on CUDA: the backend measured faster for images like x
     (bench/results, README "Performance"); Triton only where it supports x."""
     triton_ok = triton_kernel.supports(x) and _triton_failure is None
-    if ext.has_cuda() and not (triton_ok and triton_kernel.preferred_on_gpu(x)):
+    # an extension built without code for this GPU (an A100 under a
+    # Hopper-only build) would fail with "no kernel image is available"
+    cuda_ok = ext.has_cuda() and ext.kernel_image_ok(x.device)
+    if cuda_ok and not (triton_ok and triton_kernel.preferred_on_gpu(x)):
         return "cuda"
     return "triton" if triton_ok else "torch"
 
@@ -260,6 +264,16 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
         ext.require("cuda")
         if dev != "cuda":
             raise ValueError(f"backend='cuda' runs on CUDA tensors, x is on {x.device}")
+        ext.require_image(x)
+    if backend == "single_pass":
+        if dev not in ("cpu", "cuda"):
+            raise ValueError(f"backend='single_pass' runs on CPU and CUDA tensors, x is on {x.device}")
+        ext.require(dev)
+        if dev == "cuda":
+            ext.require_image(x)
+        if max(x.shape[-2:]) > SINGLE_PASS_MAX_SIDE:
+            raise ValueError(f"x: backend='single_pass' takes H, W <= {SINGLE_PASS_MAX_SIDE}, got "
+                             f"{tuple(x.shape[-2:])}; use backend='cuda', 'cpp' or 'auto'")
     return backend
 
 
@@ -277,7 +291,8 @@ def available_backends(device="cpu") -> tuple[str, ...]:
     return tuple(found)
 
 
-_MODULES = {"numpy": numpy_ref, "torch": torch_fft, "cpp": ext, "cuda": ext, "triton": triton_kernel}
+_MODULES = {"numpy": numpy_ref, "torch": torch_fft, "cpp": ext, "cuda": ext, "triton": triton_kernel,
+            "single_pass": single_pass}
 
 
 def _dispatch(a: _Args, backend: str, precision=None) -> torch.Tensor:
@@ -350,7 +365,9 @@ def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1
         backend (fastfreq/backends/_contract.py).
     backend: "auto" (CPU: cpp; CUDA: cuda, the faster measured; torch
         without the extension), "numpy" (the float64 reference), "torch",
-        "cpp", "cuda" or "triton" (float16/bfloat16/float32, sides <= 64).
+        "cpp", "cuda", "triton" (float16/bfloat16/float32, sides <= 64) or
+        "single_pass" (opt-in: the single-pass kernel, CPU and CUDA, sides
+        <= 64; not yet measured on a GPU, so "auto" does not pick it).
         Under ``torch.func`` transforms (grad, jacrev, vmap) every backend
         computes with the eager torch one (the same math and Philox noise):
         the compiled ops have no functorch rules.

@@ -31,7 +31,8 @@ def backend_params(numpy: bool = True):
     """Every backend this machine can run, as (backend, device) pairs: the
     NumPy reference, eager torch, the C++ CPU op, the Triton kernel (compiled
     on a GPU, under Triton's interpreter on CPU tensors otherwise), and on a
-    GPU eager torch and the CUDA op. The same parametrised cases run on each."""
+    GPU eager torch and the CUDA op, and the single-pass op (CPU host runner;
+    on a GPU the kernel). The same parametrised cases run on each."""
     no_ext = pytest.mark.skipif(not ext.available(), reason=f"fastfreq._C not built: {ext.LOAD_ERROR}")
     no_triton = pytest.mark.skipif(not triton_kernel.available(),
                                    reason=f"no Triton backend: {triton_kernel.version_problem()}")
@@ -44,6 +45,12 @@ def backend_params(numpy: bool = True):
         pytest.param(("torch", "cuda"), id="torch-cuda", marks=pytest.mark.gpu),
         pytest.param(("cuda", "cuda"), id="cuda-cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
             not ext.has_cuda(), reason="fastfreq._C built without CUDA")]),
+        # the single-pass kernel: its host runner on CPU tensors (the same
+        # phase code as the GPU), and the kernel itself on a GPU
+        pytest.param(("single_pass", "cpu"), id="single_pass-cpu", marks=no_ext),
+        pytest.param(("single_pass", "cuda"), id="single_pass-cuda", marks=[
+            pytest.mark.gpu, pytest.mark.skipif(not ext.has_cuda(),
+                                                reason="fastfreq._C built without CUDA")]),
     ]
     return params
 

@@ -18,9 +18,8 @@ using plane::Geometry;
 
 template <int HC, int WC, typename In, typename Acc, typename Smem>
 void run_block(int64_t blk, const Geometry& geo, const plane::Batch<In, Acc>& bt, Smem sm) {
-  for (int t = 0; t < geo.threads; ++t) plane::phase_rows_forward<HC, WC>(t, blk, geo, bt, sm);
-  for (int t = 0; t < geo.threads; ++t) plane::phase_columns<HC, WC>(t, blk, geo, bt, sm);
-  for (int t = 0; t < geo.threads; ++t) plane::phase_rows_inverse<HC, WC>(t, blk, geo, bt, sm);
+  for (int ph = 0; ph < plane::kPhases; ++ph)
+    for (int t = 0; t < geo.threads; ++t) plane::run_phase<HC, WC>(ph, t, blk, geo, bt, sm);
 }
 
 at::Tensor single_pass_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& band,
@@ -34,7 +33,7 @@ at::Tensor single_pass_cpu(const at::Tensor& x, const c10::optional<at::Tensor>&
   if (x.numel() == 0) return pr.out;
   const int64_t seed_v = pr.seed.defined() ? pr.seed.item<int64_t>() : 0;
   const int H = pr.p.H, W = pr.p.W;
-  const Geometry geo = plane::make_geometry(H, W, single_pass::planes_per_block(H, W), pr.p.has_nfd);
+  const Geometry geo = plane::make_geometry(H, W, single_pass::planes_per_block(H, W));
   const int64_t planes = x.size(0) * x.size(1);
   const int64_t blocks = (planes + geo.G - 1) / geo.G;
   const at::Tensor xu = single_pass::unit_stride_rows(x);
@@ -110,7 +109,7 @@ std::tuple<at::Tensor, std::map<std::string, int64_t>> single_pass_check(
   const int H = pr.p.H, W = pr.p.W;
   const int G = planes_per_block > 0 ? static_cast<int>(planes_per_block)
                                      : single_pass::planes_per_block(H, W);
-  const Geometry geo = plane::make_geometry(H, W, G, pr.p.has_nfd);
+  const Geometry geo = plane::make_geometry(H, W, G);
   const int64_t seed_v = pr.seed.defined() ? pr.seed.item<int64_t>() : 0;
   const int64_t planes = x.size(0) * x.size(1);
   const int64_t blocks = (planes + geo.G - 1) / geo.G;
@@ -128,11 +127,10 @@ std::tuple<at::Tensor, std::map<std::string, int64_t>> single_pass_check(
       for (int64_t blk = 0; blk < blocks; ++blk) {
         Tracker tr(geo.smem_words);
         auto at = [&](int t) { return CheckedSmem<Acc>{smem.data(), &tr, t}; };
-        for (int t = 0; t < geo.threads; ++t) plane::phase_rows_forward<HC, WC>(t, blk, geo, bt, at(t));
-        tr.next_phase();
-        for (int t = 0; t < geo.threads; ++t) plane::phase_columns<HC, WC>(t, blk, geo, bt, at(t));
-        tr.next_phase();
-        for (int t = 0; t < geo.threads; ++t) plane::phase_rows_inverse<HC, WC>(t, blk, geo, bt, at(t));
+        for (int ph = 0; ph < plane::kPhases; ++ph) {
+          if (ph > 0) tr.next_phase();
+          for (int t = 0; t < geo.threads; ++t) plane::run_phase<HC, WC>(ph, t, blk, geo, bt, at(t));
+        }
         counts["write_conflicts"] += tr.write_conflicts;
         counts["read_hazards"] += tr.read_hazards;
         counts["uninitialised_reads"] += tr.uninitialised_reads;
@@ -142,15 +140,16 @@ std::tuple<at::Tensor, std::map<std::string, int64_t>> single_pass_check(
   return {pr.out, counts};
 }
 
-// The half spectrum that phases A and B compute (what rfft2 gives), for the
-// tests: x (B, C, H, W) float32/float64 CPU -> complex (B, C, H, W/2+1).
+// The half spectrum that phases A and B leave in shared memory (what rfft2
+// gives), for the tests: x (B, C, H, W) float32/float64 CPU -> complex
+// (B, C, H, W/2+1).
 at::Tensor single_pass_rfft2(const at::Tensor& x) {
   FF_CHECK(x.device().is_cpu() && x.dim() == 4 &&
                (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
            "single_pass_rfft2: x must be a (B, C, H, W) float32/float64 CPU tensor");
   single_pass::Prepared pr = single_pass::prepare(x, {}, {}, {}, {}, {}, {}, 1.0, 1.0);
   const int H = pr.p.H, W = pr.p.W, Wh = W / 2 + 1;
-  const Geometry geo = plane::make_geometry(H, W, single_pass::planes_per_block(H, W), false);
+  const Geometry geo = plane::make_geometry(H, W, single_pass::planes_per_block(H, W));
   const int64_t planes = x.size(0) * x.size(1);
   const int64_t blocks = (planes + geo.G - 1) / geo.G;
   at::Tensor spec = at::empty({x.size(0), x.size(1), H, Wh},
@@ -161,19 +160,21 @@ at::Tensor single_pass_rfft2(const at::Tensor& x) {
     using Acc = scalar_t;
     auto bt = single_pass::make_batch<scalar_t, Acc>(xu, pr, nullptr);
     bt.copy_identity = false;
-    auto* dump = reinterpret_cast<fft::Cpx<Acc>*>(spec.data_ptr<c10::complex<Acc>>());
+    auto* out = spec.data_ptr<c10::complex<Acc>>();
     single_pass::with_shape<Acc>(H, W, [&](auto hc, auto wc) {
       constexpr int HC = decltype(hc)::value, WC = decltype(wc)::value;
       std::vector<Acc> smem(geo.smem_words);
       const plane::RawSmem<Acc> sm{smem.data()};
+      const int im = geo.H * geo.S;
       for (int64_t blk = 0; blk < blocks; ++blk) {
-        for (int t = 0; t < geo.threads; ++t) plane::phase_rows_forward<HC, WC>(t, blk, geo, bt, sm);
-        for (int t = 0; t < geo.threads; ++t) {
-          const int64_t pl = blk * geo.G + t / geo.L;
-          if (t / geo.L < geo.G && pl < planes)
-            plane::phase_columns<HC, WC>(t, blk, geo, bt, sm,
-                                         dump + pl * static_cast<int64_t>(H) * Wh);
-        }
+        for (int ph = 0; ph < 2; ++ph)
+          for (int t = 0; t < geo.threads; ++t) plane::run_phase<HC, WC>(ph, t, blk, geo, bt, sm);
+        for (int g = 0; g < geo.G && blk * geo.G + g < planes; ++g)
+          for (int r = 0; r < H; ++r)
+            for (int k = 0; k < Wh; ++k) {
+              const int a = g * geo.plane_stride + plane::perm_row(r, H) * geo.S + k;
+              out[((blk * geo.G + g) * H + r) * Wh + k] = {smem[a], smem[a + im]};
+            }
       }
     });
   });
@@ -237,7 +238,7 @@ void register_single_pass_tests(pybind11::module& m) {
   m.def("fft_line", &fft_line, "One line through the FFT codelets (tests)", pybind11::arg("z"),
         pybind11::arg("inverse"), pybind11::arg("compile_time"));
   m.def("single_pass_rfft2", &single_pass_rfft2,
-        "The half spectrum computed by the single-pass kernel's phases A and B (tests)");
+        "The half spectrum the single-pass kernel's phases A and B leave in shared memory (tests)");
   m.def("single_pass_check", &single_pass_check,
         "The single-pass op on CPU with every shared-memory access tracked (tests)");
 }

@@ -5,8 +5,8 @@
 // host sync; the Philox key is read on the device.
 //
 // A block holds G planes (single_pass::planes_per_block, fewer when the
-// device's shared memory per block is smaller); its threads run the three
-// phases with a barrier between them.
+// device's shared memory per block is smaller); its threads run the
+// five phases with a barrier between them.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -29,21 +29,25 @@ __global__ void __launch_bounds__(single_pass::kTargetThreads,
   const int t = static_cast<int>(threadIdx.x);
   plane::phase_rows_forward<HC, WC>(t, block, geo, bt, sm);
   __syncthreads();
-  plane::phase_columns<HC, WC>(t, block, geo, bt, sm);
+  plane::phase_columns_forward<HC, WC>(t, block, geo, bt, sm);
+  __syncthreads();
+  plane::phase_bins<HC, WC>(t, block, geo, bt, sm);
+  __syncthreads();
+  plane::phase_columns_inverse<HC, WC>(t, block, geo, bt, sm);
   __syncthreads();
   plane::phase_rows_inverse<HC, WC>(t, block, geo, bt, sm);
 }
 
 template <int HC, int WC, typename In, typename Acc>
-void launch(const plane::Batch<In, Acc>& bt, int H, int W, bool nfd, int64_t planes,
+void launch(const plane::Batch<In, Acc>& bt, int H, int W, int64_t planes,
             const at::Device& dev) {
   auto kernel = single_pass_kernel<HC, WC, In, Acc>;
   int optin = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev.index()));
   // fewer planes per block where the device has less shared memory per block
-  Geometry geo = plane::make_geometry(H, W, single_pass::planes_per_block(H, W), nfd);
+  Geometry geo = plane::make_geometry(H, W, single_pass::planes_per_block(H, W));
   while (geo.G > 1 && static_cast<int64_t>(geo.smem_words) * sizeof(Acc) > optin)
-    geo = plane::make_geometry(H, W, geo.G - 1, nfd);
+    geo = plane::make_geometry(H, W, geo.G - 1);
   const size_t bytes = static_cast<size_t>(geo.smem_words) * sizeof(Acc);
   FF_CHECK(bytes <= static_cast<size_t>(optin), "fastfreq: a ", H, "x", W,
            " plane needs ", static_cast<int64_t>(bytes), " B of shared memory, the device allows ",
@@ -77,7 +81,7 @@ at::Tensor single_pass_cuda(const at::Tensor& x, const c10::optional<at::Tensor>
     using Acc = std::conditional_t<std::is_same_v<In, double>, double, float>;
     const auto bt = single_pass::make_batch<In, Acc>(xu, pr, seed_ptr);
     single_pass::with_shape<Acc>(H, W, [&](auto hc, auto wc) {
-      launch<decltype(hc)::value, decltype(wc)::value>(bt, H, W, pr.p.has_nfd, planes, x.device());
+      launch<decltype(hc)::value, decltype(wc)::value>(bt, H, W, planes, x.device());
     });
   });
   return pr.out;

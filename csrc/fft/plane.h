@@ -1,32 +1,41 @@
 // The single-pass plane transform: each (image, channel) plane is read once,
 // transformed forward, augmented (spectral_common.h), transformed back and
-// written once, with the spectrum kept in one block's shared memory.
+// written once, with its half spectrum kept in one block's shared memory.
 //
-// The work is three phases, each a function of (thread index, block's shared
+// The work is five phases, each a function of (thread index, block's shared
 // buffer), separated by a block barrier. The CUDA kernel runs them with
 // threadIdx.x; the CPU runs every thread of a block phase by phase in order
-// (the `fused` backend on CPU tensors, and the tests, which also check that no
-// two threads touch the same shared word within a phase).
+// (the `single_pass` backend on CPU tensors, and the tests, which also check
+// that no two threads touch the same shared word within a phase).
 //
-//  A  rows:    thread l of a plane loads rows 2l and 2l+1 as one complex line
-//              z = x[2l] + i x[2l+1] (sum |x| for the Dir threshold on the way),
-//              FFTs it, splits the two real rows' spectra for k = 0..W/2, and
-//              writes them to shared memory; with NFD it also writes the scaled
-//              noise of its two rows (Philox groups of four, drawn only where
-//              the noise std is non-zero).
-//  B  columns: thread j FFTs half-spectrum column j (thread 0 packs the two
-//              real columns k = 0 and k = W/2 into one complex line), applies
-//              gain, noise and Dir per bin, inverse-FFTs the column and writes
-//              it back.
-//  C  rows:    thread l rebuilds the full spectrum of rows 2l, 2l+1 from the
-//              half spectrum (Hermitian), inverse-FFTs it, stores both rows.
+//  A  rows forward:  thread l of a plane loads rows 2l and 2l+1 as one complex
+//                    line z = x[2l] + i x[2l+1] (sum |x| for the Dir threshold
+//                    on the way), FFTs it, splits the two real rows' spectra
+//                    for k = 0..W/2 and writes them to shared memory. Planes
+//                    that nothing changes are copied to the output here.
+//  B  columns fwd:   thread j FFTs half-spectrum column j; thread 0 packs the
+//                    two real columns k = 0 and k = W/2 into one complex line
+//                    and splits their spectra after the FFT. Thread 0 also
+//                    turns the plane's partial sums into its Dir threshold.
+//  C  bins:          the block's threads share out (plane, row, group of four
+//                    bins) items: gain, noise (Philox groups of four, drawn
+//                    only where the noise std is non-zero), Dir, 1/(HW).
+//  D  columns inv:   thread j inverse-FFTs column j (thread 0 again packs the
+//                    two real columns, taking rows r > H/2 of them as the
+//                    conjugates of rows H - r: the Hermitian rule).
+//  E  rows inverse:  thread l rebuilds the full spectrum of rows 2l, 2l+1 from
+//                    the half spectrum, inverse-FFTs it and stores both rows.
 //
-// Shared layout per plane: re, im (and the scaled noise) as H x S float
-// arrays. Row r of the image is stored at row perm(r) = r/2 (even r) or
-// ceil(H/2) + r/2 (odd r), so that the row threads of phase A/C write and read
-// consecutive shared rows; S is odd and chosen with the plane stride so that
-// both the row threads (stride S) and the column threads (stride 1) of a warp
-// hit 32 distinct banks (see SmemLayout).
+// Splitting the columns' forward pass, the per-bin math and the inverse pass
+// into three phases keeps one line (plus its FFT) live per thread at a time:
+// the register peak is one FFT, not an FFT plus the noise and gain state.
+//
+// Shared layout per plane: re and im as two H x S float arrays. Row r of the
+// image is stored at shared row perm(r) = r/2 (even r) or ceil(H/2) + r/2 (odd
+// r), so that the row threads of phases A/E write and read consecutive shared
+// rows; S is odd and chosen with the plane stride so that both the row
+// threads (stride S) and the column threads (stride 1) of a warp hit 32
+// distinct banks (make_geometry).
 #pragma once
 
 #include "../spectral_common.h"
@@ -49,28 +58,36 @@ FF_HD int lines_per_plane(int H, int W) {
   return a > b ? a : b;
 }
 
-// Shared-memory row of image row r.
+// Shared-memory row of image row r, and its inverse.
 FF_HD int perm_row(int r, int H) { return (r >> 1) + ((r & 1) ? ceil_half(H) : 0); }
+FF_HD int row_of_perm(int sr, int H) {
+  const int h = ceil_half(H);
+  return sr < h ? 2 * sr : 2 * (sr - h) + 1;
+}
+
+// Bins per group of the Philox draw (philox_normals4: four normals per call).
+constexpr int kGroup = 4;
+FF_HD int groups_per_row(int Wh) { return (Wh + kGroup - 1) / kGroup; }
 
 // Everything about the launch that is the same for every plane.
 struct Geometry {
   int H = 0, W = 0, Wh = 0;
-  int L = 0;          // threads per plane
-  int G = 0;          // planes per block
-  int S = 0;          // shared row stride (words)
+  int L = 0;             // threads per plane
+  int G = 0;             // planes per block
+  int S = 0;             // shared row stride (words)
   int plane_stride = 0;  // words per plane in shared memory
-  int noise_off = 0;     // offset of the noise array inside a plane (0: none)
   int partial_off = 0;   // offset of the per-thread |x| partial sums
+  int eps_off = 0;       // offset of the per-plane Dir thresholds
   int smem_words = 0;    // whole block, in words of the compute type
   int threads = 0;
 };
 
 // Row stride S >= W/2+1, odd, with L (S - 1) = 0 mod 32, and a plane stride
-// = L S mod 32: then thread t = g L + l of a warp addresses word
+// P = L S mod 32: then thread t = g L + l of a warp addresses word
 // g P + l S + k (rows) or g P + rr S + j (columns), and both are distinct mod
 // 32 across the warp's 32 threads (when L divides into a warp evenly; other L
 // at most 2-way).
-FF_HD Geometry make_geometry(int H, int W, int G, bool with_noise) {
+FF_HD Geometry make_geometry(int H, int W, int G) {
   Geometry g;
   g.H = H;
   g.W = W;
@@ -81,15 +98,14 @@ FF_HD Geometry make_geometry(int H, int W, int G, bool with_noise) {
   for (int tries = 0; tries < 32 && (g.L * (S - 1)) % 32 != 0; ++tries) S += 2;
   if ((g.L * (S - 1)) % 32 != 0) S = g.Wh | 1;  // no such S within reach: plain odd stride
   g.S = S;
-  const int arrays = with_noise ? 3 : 2;
-  int P = arrays * H * S;
+  int P = 2 * H * S;
   const int want = (g.L * S) % 32;
   while (P % 32 != want) ++P;
   g.plane_stride = P;
-  g.noise_off = with_noise ? 2 * H * S : 0;
   g.partial_off = G * P;
   g.threads = G * g.L;
-  g.smem_words = g.partial_off + g.threads;
+  g.eps_off = g.partial_off + g.threads;
+  g.smem_words = g.eps_off + G;
   return g;
 }
 
@@ -199,20 +215,36 @@ FF_UNROLL
   }
 }
 
+// Which plane and line a thread of a row or column phase works on; active is
+// false for threads past the block's planes or the plane's lines.
+struct Line {
+  int g = 0, i = 0;
+  int64_t plane = 0;
+  bool active = false;
+};
+template <typename In, typename Acc>
+FF_HD Line line_of(int tid, int64_t block, const Geometry& geo, const Batch<In, Acc>& bt, int lines) {
+  Line ln;
+  ln.g = tid / geo.L;
+  ln.i = tid % geo.L;
+  ln.plane = block * geo.G + ln.g;
+  ln.active = ln.g < geo.G && ln.plane < bt.planes && ln.i < lines;
+  return ln;
+}
+
 // ---------------------------------------------------------------- phase A
 template <int HC, int WC, typename In, typename Acc, typename Smem>
 FF_HD void phase_rows_forward(int tid, int64_t block, const Geometry& geo, const Batch<In, Acc>& bt,
                               const Smem& sm) {
-  const int g = tid / geo.L, l = tid % geo.L;
   const int H = line_len<HC>(geo.H), W = line_len<WC>(geo.W), Wh = W / 2 + 1;
-  const int64_t plane = block * geo.G + g;
-  const bool active = g < geo.G && plane < bt.planes && l < ceil_half(H);
+  const Line ln = line_of(tid, block, geo, bt, ceil_half(H));
   Acc l1 = Acc(0);
-  if (active) {
-    const ImageParams<Acc> ip = image_params(bt, plane);
-    const int64_t b = plane / bt.p.C, c = plane % bt.p.C;
-    const int r0 = 2 * l, r1 = 2 * l + 1;
-    const bool has_r1 = r1 < H;
+  if (ln.active) {
+    const int l = ln.i;
+    const ImageParams<Acc> ip = image_params(bt, ln.plane);
+    const int64_t b = ln.plane / bt.p.C, c = ln.plane % bt.p.C;
+    const int r0 = 2 * l;
+    const bool has_r1 = r0 + 1 < H;
     const In* x0 = bt.x + b * bt.xs[0] + c * bt.xs[1] + r0 * bt.xs[2];
     Cpx<Acc> z[line_cap<WC>()];
     load_row_pair<WC>(z, x0, has_r1 ? x0 + bt.xs[2] : x0, W, has_r1, l1);
@@ -221,7 +253,7 @@ FF_HD void phase_rows_forward(int tid, int64_t block, const Geometry& geo, const
       store_row_pair<WC>(z, o0, o0 + bt.os[2], W, has_r1);
     } else {
       line_fft<WC, -1>(z, W);
-      const int base = g * geo.plane_stride;
+      const int base = ln.g * geo.plane_stride;
       const int row_a = base + l * geo.S, row_b = base + (l + ceil_half(H)) * geo.S;
       const int im = geo.H * geo.S;
 FF_UNROLL
@@ -231,43 +263,12 @@ FF_UNROLL
         // k = 0 and k = W/2, where only the real parts are stored
         const Acc ar_ = Acc(0.5) * (zk.re + zm.re), ai = Acc(0.5) * (zk.im - zm.im);
         const Acc br = Acc(0.5) * (zk.im + zm.im), bi = Acc(0.5) * (zm.re - zk.re);
+        const bool real_bin = k == 0 || 2 * k == W;
         sm.st(row_a + k, ar_);
-        if (k != 0 && 2 * k != W) sm.st(row_a + im + k, ai);
+        if (!real_bin) sm.st(row_a + im + k, ai);
         if (has_r1) {
           sm.st(row_b + k, br);
-          if (k != 0 && 2 * k != W) sm.st(row_b + im + k, bi);
-        }
-      }
-      if (bt.p.has_nfd && !ip.bad) {
-        // the scaled noise of both rows, std * G, G drawn in Philox groups of
-        // four bins (noise_index: every row starts a group)
-        const int groups = (Wh + 3) / 4;
-        for (int q = 0; q < (has_r1 ? 2 : 1); ++q) {
-          const int r = r0 + q;
-          const int srow = base + geo.noise_off + (q ? l + ceil_half(H) : l) * geo.S;
-          for (int grp = 0; grp < groups; ++grp) {
-            Acc sd[4];
-            bool any = false;
-FF_UNROLL
-            for (int e = 0; e < 4; ++e) {
-              const int k = 4 * grp + e;
-              sd[e] = k < Wh ? noise_std(bt.p, ip.ar, bin_radius<Acc>(r, k, H)) : Acc(0);
-              any |= sd[e] > Acc(0);
-            }
-            float gz[4] = {0.f, 0.f, 0.f, 0.f};
-            if (bt.noise == nullptr && any)
-              philox_normals4(static_cast<uint64_t>(noise_index(plane * H + r, 4 * grp, Wh)) >> 2,
-                              static_cast<uint64_t>(*bt.seed), gz);
-FF_UNROLL
-            for (int e = 0; e < 4; ++e) {
-              const int k = 4 * grp + e;
-              if (k >= Wh) continue;
-              Acc gv = static_cast<Acc>(gz[e]);
-              if (bt.noise != nullptr)
-                gv = bt.noise[(plane * H + canonical_row(r, k, H, W)) * Wh + k];
-              sm.st(srow + k, sd[e] * gv);
-            }
-          }
+          if (!real_bin) sm.st(row_b + im + k, bi);
         }
       }
     }
@@ -276,76 +277,157 @@ FF_UNROLL
 }
 
 // ---------------------------------------------------------------- phase B
-// Gain, noise and Dir at bin (r, k), with 1/(H W) of the inverse folded in
-// (Dir is scale-invariant: gain, noise and threshold scale together).
-template <typename Acc>
-FF_HD void bin_update(Cpx<Acc>& y, int r, int k, int H, const SpectralParams& p,
-                      const ImageParams<Acc>& ip, Acc n, Acc eps, Acc inv_hw) {
-  const Acc s = bin_radius<Acc>(r, k, H);
-  const Acc gain =
-      p.has_ps ? gain_from_mask(ip.alpha, band_curve(ip.band, s * static_cast<Acc>(p.inv_radius_scale)))
-               : Acc(1);
-  augment_bin(y.re, y.im, gain * inv_hw, n * inv_hw, eps * inv_hw);
-  if (ip.bad) y.re = y.im = Acc(NAN);
-}
-
 template <int HC, int WC, typename In, typename Acc, typename Smem>
-FF_HD void phase_columns(int tid, int64_t block, const Geometry& geo, const Batch<In, Acc>& bt,
-                         const Smem& sm, Cpx<Acc>* dump = nullptr) {
-  const int g = tid / geo.L, j = tid % geo.L;
+FF_HD void phase_columns_forward(int tid, int64_t block, const Geometry& geo,
+                                 const Batch<In, Acc>& bt, const Smem& sm) {
   const int H = line_len<HC>(geo.H), W = line_len<WC>(geo.W);
-  const int64_t plane = block * geo.G + g;
-  if (!(g < geo.G && plane < bt.planes && j < ceil_half(W))) return;
-  const ImageParams<Acc> ip = image_params(bt, plane);
+  const Line ln = line_of(tid, block, geo, bt, ceil_half(W));
+  if (!ln.active) return;
+  const ImageParams<Acc> ip = image_params(bt, ln.plane);
   if (ip.identity) return;
-  const SpectralParams& p = bt.p;
-  Acc eps = Acc(0);
-  if (p.has_nfd) {
-    Acc l1 = Acc(0);
-    for (int i = 0; i < geo.L; ++i) l1 += sm.ld(geo.partial_off + g * geo.L + i);
-    eps = l1 * static_cast<Acc>(kDirEpsRel);
-  }
-  const Acc inv_hw = Acc(1) / static_cast<Acc>(H * W);
-  const int base = g * geo.plane_stride, im = geo.H * geo.S;
-  const bool packed = j == 0;              // columns 0 and W/2 (even W), both real
+  const int j = ln.i;
+  const int base = ln.g * geo.plane_stride, im = geo.H * geo.S;
+  const bool packed = j == 0;                 // columns 0 and W/2 (even W), both real
   const int kn = (W % 2 == 0) ? W / 2 : -1;  // the second real column, if any
+  if (packed && bt.p.has_nfd) {
+    Acc l1 = Acc(0);
+    for (int i = 0; i < geo.L; ++i) l1 += sm.ld(geo.partial_off + ln.g * geo.L + i);
+    sm.st(geo.eps_off + ln.g, l1 * static_cast<Acc>(kDirEpsRel));
+  }
   Cpx<Acc> z[line_cap<HC>()];
 FF_UNROLL
   for (int r = 0; r < H; ++r) {
     const int a = base + perm_row(r, H) * geo.S;
     if (packed) {
-      z[r] = {static_cast<Acc>(sm.ld(a)), kn > 0 ? static_cast<Acc>(sm.ld(a + kn)) : Acc(0)};
+      z[r] = {sm.ld(a), kn > 0 ? sm.ld(a + kn) : Acc(0)};
     } else {
-      z[r] = {static_cast<Acc>(sm.ld(a + j)), static_cast<Acc>(sm.ld(a + im + j))};
+      z[r] = {sm.ld(a + j), sm.ld(a + im + j)};
     }
   }
   line_fft<HC, -1>(z, H);
-  auto noise_at = [&](int r, int k) -> Acc {
-    return p.has_nfd ? static_cast<Acc>(sm.ld(base + geo.noise_off + perm_row(r, H) * geo.S + k))
-                     : Acc(0);
-  };
+FF_UNROLL
+  for (int r = 0; r < H; ++r) {
+    const int a = base + perm_row(r, H) * geo.S;
+    if (packed) {
+      // the two real columns' spectra: X0 = (Z[r] + conj Z[-r]) / 2,
+      // XN = (Z[r] - conj Z[-r]) / 2i
+      const Cpx<Acc> zr = z[r], zm = z[(H - r) % H];
+      sm.st(a, Acc(0.5) * (zr.re + zm.re));
+      sm.st(a + im, Acc(0.5) * (zr.im - zm.im));
+      if (kn > 0) {
+        sm.st(a + kn, Acc(0.5) * (zr.im + zm.im));
+        sm.st(a + im + kn, Acc(0.5) * (zm.re - zr.re));
+      }
+    } else {
+      sm.st(a + j, z[r].re);
+      sm.st(a + im + j, z[r].im);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- phase C
+// Gain, noise and Dir at bin (r, k), with 1/(H W) of the inverse folded in
+// (Dir is scale-invariant: gain, noise and threshold scale together).
+template <typename Acc>
+FF_HD void bin_update(Acc& re, Acc& im, int r, int k, int H, const SpectralParams& p,
+                      const ImageParams<Acc>& ip, Acc n, Acc eps, Acc inv_hw) {
+  const Acc s = bin_radius<Acc>(r, k, H);
+  const Acc gain =
+      p.has_ps ? gain_from_mask(ip.alpha, band_curve(ip.band, s * static_cast<Acc>(p.inv_radius_scale)))
+               : Acc(1);
+  augment_bin(re, im, gain * inv_hw, n * inv_hw, eps * inv_hw);
+  if (ip.bad) re = im = Acc(NAN);
+}
+
+// Whether phase C computes bin (r, k): every half-spectrum bin except rows
+// r > H/2 of the self-conjugate columns (k = 0, k = W/2), which phase D takes
+// as conjugates of rows H - r.
+FF_HD bool computed_bin(int r, int k, int H, int W, int Wh) {
+  return k < Wh && !(((k == 0) || (2 * k == W)) && 2 * r > H);
+}
+
+template <int HC, int WC, typename In, typename Acc, typename Smem>
+FF_HD void phase_bins(int tid, int64_t block, const Geometry& geo, const Batch<In, Acc>& bt,
+                      const Smem& sm) {
+  const int H = line_len<HC>(geo.H), W = line_len<WC>(geo.W), Wh = W / 2 + 1;
+  const SpectralParams& p = bt.p;
+  const int groups = groups_per_row(Wh);
+  const int items = geo.G * groups * H;
+  const int im = geo.H * geo.S;
+  const Acc inv_hw = Acc(1) / static_cast<Acc>(H * W);
+  // item = (g * groups + grp) * H + sr: a warp's threads take consecutive
+  // shared rows of one group (stride S, odd: distinct banks)
+  for (int item = tid; item < items; item += geo.threads) {
+    const int sr = item % H, rest = item / H;
+    const int grp = rest % groups, g = rest / groups;
+    const int64_t plane = block * geo.G + g;
+    if (plane >= bt.planes) continue;
+    const ImageParams<Acc> ip = image_params(bt, plane);
+    if (ip.identity) continue;
+    const int r = row_of_perm(sr, H);
+    const int a = g * geo.plane_stride + sr * geo.S + kGroup * grp;
+    const Acc eps = p.has_nfd ? sm.ld(geo.eps_off + g) : Acc(0);
+    Acc n[kGroup] = {};
+    if (p.has_nfd && !ip.bad) {
+      bool any = false;
+FF_UNROLL
+      for (int e = 0; e < kGroup; ++e) {
+        const int k = kGroup * grp + e;
+        n[e] = computed_bin(r, k, H, W, Wh) ? noise_std(p, ip.ar, bin_radius<Acc>(r, k, H)) : Acc(0);
+        any |= n[e] > Acc(0);
+      }
+      if (bt.noise != nullptr) {
+FF_UNROLL
+        for (int e = 0; e < kGroup; ++e) {
+          const int k = kGroup * grp + e;
+          if (n[e] > Acc(0)) n[e] *= bt.noise[(plane * H + canonical_row(r, k, H, W)) * Wh + k];
+        }
+      } else if (any) {
+        // the group's four normals: stream positions noise_index(row, 4 grp + e)
+        float gz[kGroup];
+        philox_normals4(static_cast<uint64_t>(noise_index(plane * H + r, kGroup * grp, Wh)) >> 2,
+                        static_cast<uint64_t>(*bt.seed), gz);
+FF_UNROLL
+        for (int e = 0; e < kGroup; ++e) n[e] *= static_cast<Acc>(gz[e]);
+      }
+    }
+FF_UNROLL
+    for (int e = 0; e < kGroup; ++e) {
+      const int k = kGroup * grp + e;
+      if (!computed_bin(r, k, H, W, Wh)) continue;
+      Acc re = sm.ld(a + e), imv = sm.ld(a + im + e);
+      bin_update(re, imv, r, k, H, p, ip, n[e], eps, inv_hw);
+      sm.st(a + e, re);
+      sm.st(a + im + e, imv);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- phase D
+template <int HC, int WC, typename In, typename Acc, typename Smem>
+FF_HD void phase_columns_inverse(int tid, int64_t block, const Geometry& geo,
+                                 const Batch<In, Acc>& bt, const Smem& sm) {
+  const int H = line_len<HC>(geo.H), W = line_len<WC>(geo.W);
+  const Line ln = line_of(tid, block, geo, bt, ceil_half(W));
+  if (!ln.active) return;
+  const ImageParams<Acc> ip = image_params(bt, ln.plane);
+  if (ip.identity) return;
+  const int j = ln.i;
+  const int base = ln.g * geo.plane_stride, im = geo.H * geo.S;
+  const bool packed = j == 0;
+  const int kn = (W % 2 == 0) ? W / 2 : -1;
+  Cpx<Acc> z[line_cap<HC>()];
   if (packed) {
-    // split the two real columns' spectra (Hermitian in r: only r <= H/2 is
-    // computed, the rest is its conjugate), update, and pack them again
+    // z = X0 + i XN from rows r <= H/2; rows r > H/2 are the conjugates of
+    // rows H - r, and the self-conjugate rows are real
 FF_UNROLL
     for (int r = 0; r <= H / 2; ++r) {
+      const int a = base + perm_row(r, H) * geo.S;
       const int rm = (H - r) % H;
-      const Cpx<Acc> zr = z[r], zm = z[rm];
-      Cpx<Acc> x0 = {Acc(0.5) * (zr.re + zm.re), Acc(0.5) * (zr.im - zm.im)};
-      Cpx<Acc> xn = {Acc(0.5) * (zr.im + zm.im), Acc(0.5) * (zm.re - zr.re)};
-      if (dump != nullptr) {
-        dump[r * (W / 2 + 1)] = x0;
-        dump[rm * (W / 2 + 1)] = fft::conj(x0);
-        if (kn > 0) {
-          dump[r * (W / 2 + 1) + kn] = xn;
-          dump[rm * (W / 2 + 1) + kn] = fft::conj(xn);
-        }
-        continue;
-      }
-      bin_update(x0, r, 0, H, p, ip, noise_at(r, 0), eps, inv_hw);
-      if (kn > 0) bin_update(xn, r, kn, H, p, ip, noise_at(r, kn), eps, inv_hw);
-      if (rm == r) {  // self-conjugate rows: the values are real
-        z[r] = {x0.re, kn > 0 ? xn.re : Acc(0)};
+      const Cpx<Acc> x0 = {sm.ld(a), sm.ld(a + im)};
+      const Cpx<Acc> xn = kn > 0 ? Cpx<Acc>{sm.ld(a + kn), sm.ld(a + im + kn)} : Cpx<Acc>{Acc(0), Acc(0)};
+      if (rm == r) {
+        z[r] = {x0.re, xn.re};
       } else {
         z[r] = {x0.re - xn.im, x0.im + xn.re};   // x0 + i xn
         z[rm] = {x0.re + xn.im, xn.re - x0.im};  // conj(x0) + i conj(xn)
@@ -354,14 +436,10 @@ FF_UNROLL
   } else {
 FF_UNROLL
     for (int r = 0; r < H; ++r) {
-      if (dump != nullptr) {
-        dump[r * (W / 2 + 1) + j] = z[r];
-        continue;
-      }
-      bin_update(z[r], r, j, H, p, ip, noise_at(r, j), eps, inv_hw);
+      const int a = base + perm_row(r, H) * geo.S;
+      z[r] = {sm.ld(a + j), sm.ld(a + im + j)};
     }
   }
-  if (dump != nullptr) return;
   line_fft<HC, 1>(z, H);
 FF_UNROLL
   for (int r = 0; r < H; ++r) {
@@ -376,35 +454,50 @@ FF_UNROLL
   }
 }
 
-// ---------------------------------------------------------------- phase C
+// ---------------------------------------------------------------- phase E
 template <int HC, int WC, typename In, typename Acc, typename Smem>
 FF_HD void phase_rows_inverse(int tid, int64_t block, const Geometry& geo, const Batch<In, Acc>& bt,
                               const Smem& sm) {
-  const int g = tid / geo.L, l = tid % geo.L;
   const int H = line_len<HC>(geo.H), W = line_len<WC>(geo.W), Wh = W / 2 + 1;
-  const int64_t plane = block * geo.G + g;
-  if (!(g < geo.G && plane < bt.planes && l < ceil_half(H))) return;
-  const ImageParams<Acc> ip = image_params(bt, plane);
+  const Line ln = line_of(tid, block, geo, bt, ceil_half(H));
+  if (!ln.active) return;
+  const ImageParams<Acc> ip = image_params(bt, ln.plane);
   if (ip.identity) return;
-  const int r0 = 2 * l;
+  const int l = ln.i, r0 = 2 * l;
   const bool has_r1 = r0 + 1 < H;
-  const int base = g * geo.plane_stride, im = geo.H * geo.S;
+  const int base = ln.g * geo.plane_stride, im = geo.H * geo.S;
   const int row_a = base + l * geo.S, row_b = base + (l + ceil_half(H)) * geo.S;
   Cpx<Acc> z[line_cap<WC>()];
 FF_UNROLL
   for (int k = 0; k < Wh; ++k) {
     const bool real_bin = k == 0 || 2 * k == W;
-    const Acc ar_ = static_cast<Acc>(sm.ld(row_a + k));
-    const Acc ai = real_bin ? Acc(0) : static_cast<Acc>(sm.ld(row_a + im + k));
-    const Acc br = has_r1 ? static_cast<Acc>(sm.ld(row_b + k)) : Acc(0);
-    const Acc bi = (has_r1 && !real_bin) ? static_cast<Acc>(sm.ld(row_b + im + k)) : Acc(0);
+    const Acc ar_ = sm.ld(row_a + k);
+    const Acc ai = real_bin ? Acc(0) : sm.ld(row_a + im + k);
+    const Acc br = has_r1 ? sm.ld(row_b + k) : Acc(0);
+    const Acc bi = (has_r1 && !real_bin) ? sm.ld(row_b + im + k) : Acc(0);
     z[k] = {ar_ - bi, ai + br};                       // A + i B
     if (!real_bin) z[W - k] = {ar_ + bi, br - ai};    // conj(A) + i conj(B)
   }
   line_fft<WC, 1>(z, W);
-  const int64_t b = plane / bt.p.C, c = plane % bt.p.C;
+  const int64_t b = ln.plane / bt.p.C, c = ln.plane % bt.p.C;
   In* o0 = bt.out + b * bt.os[0] + c * bt.os[1] + r0 * bt.os[2];
   store_row_pair<WC>(z, o0, o0 + bt.os[2], W, has_r1);
+}
+
+// Phase `which` (0..kPhases-1) of one thread: the CPU runner and the test
+// hooks step through them; the kernel calls the five functions itself with a
+// barrier between them.
+constexpr int kPhases = 5;
+template <int HC, int WC, typename In, typename Acc, typename Smem>
+FF_HD void run_phase(int which, int tid, int64_t block, const Geometry& geo,
+                     const Batch<In, Acc>& bt, const Smem& sm) {
+  switch (which) {
+    case 0: phase_rows_forward<HC, WC>(tid, block, geo, bt, sm); break;
+    case 1: phase_columns_forward<HC, WC>(tid, block, geo, bt, sm); break;
+    case 2: phase_bins<HC, WC>(tid, block, geo, bt, sm); break;
+    case 3: phase_columns_inverse<HC, WC>(tid, block, geo, bt, sm); break;
+    default: phase_rows_inverse<HC, WC>(tid, block, geo, bt, sm); break;
+  }
 }
 
 }  // namespace plane

@@ -25,6 +25,50 @@ def has_cuda() -> bool:
     return _C is not None and _C.built_with_cuda()
 
 
+def cuda_archs() -> tuple[str, ...]:
+    """The CUDA architectures this build holds code for, as TORCH_CUDA_ARCH_LIST
+    names them ("8.0", "9.0+PTX"); empty without the CUDA part."""
+    if not has_cuda():
+        return ()
+    token = _C.cuda_archs()  # "targets_80_90ptx" (setup.py targets_macro)
+    out = []
+    for part in token.removeprefix("targets_").split("_"):
+        ptx = part.endswith("ptx")
+        num = part.removesuffix("ptx")
+        if num.isdigit() and len(num) >= 2:
+            out.append(f"{num[:-1]}.{num[-1]}" + ("+PTX" if ptx else ""))
+    return tuple(out)
+
+
+_IMAGE_OK: dict[int, bool] = {}
+
+
+def kernel_image_ok(device) -> bool:
+    """Whether the CUDA part has a kernel image that ``device`` can run (SASS
+    for its architecture or PTX it can JIT): an A100 with a Hopper-only build
+    has none, and would fail with "no kernel image is available". Asked of the
+    CUDA runtime once per device."""
+    if not has_cuda():
+        return False
+    index = torch.device(device).index
+    index = torch.cuda.current_device() if index is None else index
+    if index not in _IMAGE_OK:
+        _IMAGE_OK[index] = bool(_C.cuda_kernel_image_ok(index))
+    return _IMAGE_OK[index]
+
+
+def require_image(x: torch.Tensor) -> None:
+    """Raise a RuntimeError naming the architectures when the CUDA part has no
+    kernel for x's GPU."""
+    if x.device.type == "cuda" and not kernel_image_ok(x.device):
+        major, minor = torch.cuda.get_device_capability(x.device)
+        raise RuntimeError(
+            f"backend='cuda': fastfreq._C was built for CUDA architectures "
+            f"{';'.join(cuda_archs()) or '(none)'}, which {torch.cuda.get_device_name(x.device)} "
+            f"(sm_{major}{minor}) cannot run; rebuild with TORCH_CUDA_ARCH_LIST=\"{major}.{minor}\" "
+            f"(or unset it for the default list), or use backend='triton' or 'torch'")
+
+
 def require(device_type: str) -> None:
     """Raise a RuntimeError that says how to build the missing extension."""
     if _C is None:
@@ -53,6 +97,19 @@ if _C is not None:
 
     _autograd.register("fastfreq::spectral_augment", _suppress_grad)
 
+    @torch.library.register_fake("fastfreq::spectral_augment_fused")
+    def _spectral_augment_fused_fake(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma,
+                                     radius_scale):
+        torch._check(x.dim() == 4, lambda: f"x must have 4 dims, got {x.dim()}")
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+    def _suppress_grad_fused(grad, band, alpha, ctx):
+        return torch.ops.fastfreq.spectral_augment_fused(grad, band, alpha, None, None, None,
+                                                         ctx.nfd_edges, ctx.sigma,
+                                                         ctx.radius_scale)
+
+    _autograd.register("fastfreq::spectral_augment_fused", _suppress_grad_fused)
+
 
 def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
                      seed=None, precision=None):
@@ -63,6 +120,17 @@ def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_ba
     return torch.ops.fastfreq.spectral_augment(x, band, alpha, alpha_r, noise, seed,
                                                bands_to_edges(nfd_bands), float(sigma),
                                                float(radius_scale))
+
+
+def spectral_augment_single_pass(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands,
+                                 generator, seed=None, precision=None):
+    """The single-pass op (sides up to SINGLE_PASS_MAX_SIDE): each plane is read
+    once, transformed, augmented and transformed back on chip, written once.
+    Same arguments and noise as :func:`spectral_augment`."""
+    seed = kernel_seed(x, alpha_r, noise, seed, generator)
+    return torch.ops.fastfreq.spectral_augment_fused(x, band, alpha, alpha_r, noise, seed,
+                                                     bands_to_edges(nfd_bands), float(sigma),
+                                                     float(radius_scale))
 
 
 def philox_normal(seed: torch.Tensor, shape) -> torch.Tensor:
