@@ -172,8 +172,9 @@ def cuda_resources() -> list[dict]:
                 found.append((int(m.group(1)), name, body))
     pretty = _demangle([name for _, name, _ in found])
     out = []
-    for (arch, _, body), full in zip(found, pretty):
-        row = dict(kernel=_short_name(full), arch=arch, registers=_int(r"REG:(\d+)", body),
+    for (arch, symbol, body), full in zip(found, pretty):
+        row = dict(kernel=_short_name(full), arch=arch, symbol=symbol, library=libs[0],
+                   registers=_int(r"REG:(\d+)", body),
                    stack_bytes=_int(r"STACK:(\d+)", body), shared_bytes=_int(r"SHARED:(\d+)", body),
                    local_bytes=_int(r"LOCAL:(\d+)", body))
         sp = re.search(r"single_pass_kernel<(\d+), (\d+), ([\w:]+), (\w+)>", full)
@@ -246,6 +247,60 @@ def single_pass_residency(H: int, W: int, registers: int, arch: int, word_bytes:
                 resident_warps=blocks * warps_per_block)
 
 
+#: H200 SXM figures for the single-pass estimate (spec sheet): HBM3e 4.8 TB/s,
+#: 132 SMs at 1.98 GHz, 4 warp instructions issued per SM and clock.
+H200 = {"name": "H200 SXM (spec)", "sms": 132, "clock_hz": 1.98e9, "hbm_bytes_s": 4.8e12,
+        "issue_per_sm_clock": 4}
+SINGLE_PASS_SHAPE = (8192, 3, 40, 40)
+
+
+def _sass(row: dict) -> list[tuple[int, str]]:
+    """(address, instruction) of one kernel's SASS (cuobjdump -sass -fun)."""
+    _, cuobjdump = _tools()
+    text = subprocess.run([cuobjdump, "-sass", "-arch", f"sm_{row['arch']}", "-fun", row["symbol"],
+                           row["library"]], capture_output=True, text=True).stdout
+    return [(int(a, 16), ins.strip()) for a, ins in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;/]*);", text)]
+
+
+def single_pass_estimate(row: dict, hw: dict = H200, shape=SINGLE_PASS_SHAPE, n_bands: int = 5) -> dict:
+    """Static estimate (never a measurement) of one float32 PS+NFD batch
+    through the single-pass kernel ``row`` (a cuda_resources row for H, W of
+    ``shape``): the HBM time of reading and writing the images once, and the
+    issue time of the warp instructions. Warp instructions: the kernel's SASS
+    once (the row and column phases are straight-line code), plus the bins
+    loop's further trips (items / threads, its body being the longest
+    backward branch), plus the n_bands - 1 further trips of each loop inside
+    it (the per-band noise std). Branches skipped by a thread (the packed
+    column's other path, identity copies) are counted as executed: an upper
+    side for the straight-line part."""
+    B, C, H, W = shape
+    geo = single_pass_geometry(H, W)
+    code = _sass(row)
+    if not code:
+        return {}
+    step = code[1][0] - code[0][0] if len(code) > 1 else 16
+    loops = []
+    for addr, ins in code:
+        m = re.search(r"\bBRA\b[^;]*?0x([0-9a-f]+)", ins)
+        if m and int(m.group(1), 16) < addr:
+            loops.append((int(m.group(1), 16), addr))
+    outer = max(loops, key=lambda ab: ab[1] - ab[0]) if loops else None
+    per_warp = len(code)
+    trips = -(-geo["planes_per_block"] * -(-(W // 2 + 1) // 4) * H // geo["threads"])
+    if outer:
+        span = (outer[1] - outer[0]) // step + 1
+        inner = sum((b - a) // step + 1 for a, b in loops if (a, b) != outer and outer[0] <= a and b <= outer[1])
+        per_warp += (trips - 1) * span + trips * (n_bands - 1) * inner
+    warps = -(-geo["threads"] // 32) * -(-(B * C) // geo["planes_per_block"])
+    issue_us = warps * per_warp / (hw["sms"] * hw["issue_per_sm_clock"] * hw["clock_hz"]) * 1e6
+    hbm_us = 2 * 4 * B * C * H * W / hw["hbm_bytes_s"] * 1e6
+    est_us = max(issue_us, hbm_us)
+    return dict(kernel=row["kernel"], arch=row["arch"], hardware=hw["name"], shape=list(shape),
+                sass_instructions=len(code), bins_loop_trips=trips, warp_instructions=per_warp,
+                issue_us=issue_us, hbm_bound_us=hbm_us, estimate_us=est_us,
+                x_bound=est_us / hbm_us, images_per_s=B / est_us * 1e6)
+
+
 def single_pass_gate(rows: list[dict], archs=(80, 90)) -> list[str]:
     """What the gate refuses: a fixed-size (32/40/64) single-pass kernel with
     a stack or local memory, fewer than MIN_RESIDENT_WARPS resident warps, or
@@ -310,8 +365,12 @@ def report(archs=(90,), full: bool = False, out: str = "out/bench", gate: bool =
                       f"{row['spill_bytes']} B spill, {row['sass_instructions']} SASS "
                       f"({row['compile_s']} s)", flush=True)
         default40 = next((r for r in rows if r["default"] and r["H"] == 40), None)
+        cuda = cuda_resources()
+        sp40 = next((r for r in cuda if r.get("single_pass") and r["arch"] == arch and r["H"] == 40
+                     and r["dtype"] == "float"), None)
         res = {"arch": arch, "note": "static estimate from the compiled code, not a measurement",
-               "triton": rows, "cuda": cuda_resources(), "estimate": estimate(default40)}
+               "triton": rows, "cuda": cuda, "estimate": estimate(default40),
+               "single_pass_estimate": single_pass_estimate(sp40) if sp40 else {}}
         stem = os.path.join(out, f"aot-sm{arch}")
         with open(stem + ".json", "w") as f:
             json.dump(res, f, indent=1)
@@ -355,4 +414,12 @@ def markdown(res: dict) -> str:
                       f"{e['triton_x_bound']:.1f}x the bound")
     lines[-1] += (f"; CUDA path {e['cuda_bytes'] / 1e6:.0f} MB moved = {e['cuda_us']:.1f} us = "
                   f"{e['cuda_x_bound']:.1f}x the bound.")
+    sp = res.get("single_pass_estimate") or {}
+    if sp:
+        lines += ["", f"Single-pass static estimate (not measured) for {'x'.join(map(str, sp['shape']))} "
+                  f"float32 PS+NFD on {sp['hardware']}, `{sp['kernel']}` sm_{sp['arch']}: "
+                  f"{sp['sass_instructions']} SASS instructions, {sp['warp_instructions']} per warp with "
+                  f"{sp['bins_loop_trips']} bins-loop trips; issue {sp['issue_us']:.0f} us, HBM bound "
+                  f"{sp['hbm_bound_us']:.0f} us: {sp['x_bound']:.2f}x the bound, "
+                  f"{sp['images_per_s'] / 1e6:.0f}M img/s."]
     return "\n".join(lines) + "\n"

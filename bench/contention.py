@@ -1,9 +1,10 @@
 """CPU throughput on a quiet machine and beside a busy process.
 
-    fastfreq-bench contention [--rounds 7] [--batch 1024] [--size 40] [--out out/bench]
+    fastfreq-bench contention [--rounds 7] [--batch 1024] [--size 40] [--backends cpp torch]
+                              [--out out/bench]
 
 Times one PS + NFD call (in-kernel noise, float32) of the ``cpp`` and ``torch``
-backends with 1 and 2 intra-op threads, in two conditions: quiet, and beside a
+backends (or those ``--backends`` names, e.g. ``cpp single_pass``) with 1 and 2 intra-op threads, in two conditions: quiet, and beside a
 process that this command starts and stops itself (a Python loop spinning on
 one core). Rounds interleave everything (each round: every backend x thread
 count, quiet then busy), so that a drift of the machine hits all cells alike;
@@ -100,17 +101,19 @@ def _rates(rows) -> dict:
 
 def run(a) -> dict:
     load = os.getloadavg()
-    rows, ratios = measure(a.rounds, a.batch, a.size)
+    backends = tuple(getattr(a, "backends", None) or BACKENDS)
+    rows, ratios = measure(a.rounds, a.batch, a.size, backends=backends)
     info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
             "machine": platform.machine(), "cpus": os.cpu_count(), "loadavg_before": load,
-            "batch": a.batch, "size": a.size, "rounds": a.rounds,
+            "batch": a.batch, "size": a.size, "rounds": a.rounds, "backends": list(backends),
             "workload": f"{a.batch}x3x{a.size}x{a.size} float32, PS + NFD, in-kernel noise"}
     os.makedirs(a.out, exist_ok=True)
     res = {"info": info, "rows": rows, "ratios": ratios}
-    with open(os.path.join(a.out, "contention-cpu.json"), "w") as f:
+    stem = "contention-cpu" + ("" if backends == BACKENDS else "-" + "-".join(backends))
+    with open(os.path.join(a.out, stem + ".json"), "w") as f:
         json.dump(res, f, indent=1)
     md = markdown(res)
-    with open(os.path.join(a.out, "contention-cpu.md"), "w") as f:
+    with open(os.path.join(a.out, stem + ".md"), "w") as f:
         f.write(md)
     print(md)
     return res
