@@ -262,41 +262,62 @@ def _sass(row: dict) -> list[tuple[int, str]]:
     return [(int(a, 16), ins.strip()) for a, ins in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;/]*);", text)]
 
 
+def _loops(code: list[tuple[int, str]]) -> list[tuple[int, int]]:
+    """(first, last) addresses of every loop: a branch back to an earlier address."""
+    out = []
+    for addr, ins in code:
+        m = re.search(r"\bBRA\b[^;]*?0x([0-9a-f]+)", ins)
+        if m and int(m.group(1), 16) < addr:
+            out.append((int(m.group(1), 16), addr))
+    return out
+
+
 def single_pass_estimate(row: dict, hw: dict = H200, shape=SINGLE_PASS_SHAPE, n_bands: int = 5) -> dict:
     """Static estimate (never a measurement) of one float32 PS+NFD batch
     through the single-pass kernel ``row`` (a cuda_resources row for H, W of
     ``shape``): the HBM time of reading and writing the images once, and the
-    issue time of the warp instructions. Warp instructions: the kernel's SASS
-    once (the row and column phases are straight-line code), plus the bins
-    loop's further trips (items / threads, its body being the longest
-    backward branch), plus the n_bands - 1 further trips of each loop inside
-    it (the per-band noise std). Branches skipped by a thread (the packed
-    column's other path, identity copies) are counted as executed: an upper
-    side for the straight-line part."""
+    issue time of the warp instructions.
+
+    Warp instructions, a crude loop model on the SASS: every instruction
+    once (the row and column phases are straight-line code; the paths a
+    thread skips are counted as run), then each loop's further trips: the
+    largest loop is the bins phase's item loop (items / threads trips), a
+    loop directly inside it the loop over the block's planes (planes per
+    block), anything else (band loops, the partial sums) ``n_bands``."""
     B, C, H, W = shape
     geo = single_pass_geometry(H, W)
     code = _sass(row)
     if not code:
         return {}
     step = code[1][0] - code[0][0] if len(code) > 1 else 16
-    loops = []
-    for addr, ins in code:
-        m = re.search(r"\bBRA\b[^;]*?0x([0-9a-f]+)", ins)
-        if m and int(m.group(1), 16) < addr:
-            loops.append((int(m.group(1), 16), addr))
-    outer = max(loops, key=lambda ab: ab[1] - ab[0]) if loops else None
-    per_warp = len(code)
-    trips = -(-geo["planes_per_block"] * -(-(W // 2 + 1) // 4) * H // geo["threads"])
-    if outer:
-        span = (outer[1] - outer[0]) // step + 1
-        inner = sum((b - a) // step + 1 for a, b in loops if (a, b) != outer and outer[0] <= a and b <= outer[1])
-        per_warp += (trips - 1) * span + trips * (n_bands - 1) * inner
+    loops = _loops(code)
+    size = {lp: (lp[1] - lp[0]) // step + 1 for lp in loops}
+    outer = max(loops, key=size.get) if loops else None
+    item_trips = -(-(-(-(W // 2 + 1) // 4) * H) // geo["threads"])
+
+    def parents(lp):
+        return [o for o in loops if o != lp and o[0] <= lp[0] and lp[1] <= o[1]]
+
+    def trips(lp):
+        if lp == outer:
+            return item_trips
+        if outer in parents(lp) and len(parents(lp)) == 1:
+            return geo["planes_per_block"]
+        return n_bands
+
+    def runs(lp):  # how often the loop is entered: product of its parents' trips
+        n = 1
+        for o in parents(lp):
+            n *= trips(o)
+        return n
+
+    per_warp = len(code) + sum((trips(lp) - 1) * runs(lp) * size[lp] for lp in loops)
     warps = -(-geo["threads"] // 32) * -(-(B * C) // geo["planes_per_block"])
     issue_us = warps * per_warp / (hw["sms"] * hw["issue_per_sm_clock"] * hw["clock_hz"]) * 1e6
     hbm_us = 2 * 4 * B * C * H * W / hw["hbm_bytes_s"] * 1e6
     est_us = max(issue_us, hbm_us)
     return dict(kernel=row["kernel"], arch=row["arch"], hardware=hw["name"], shape=list(shape),
-                sass_instructions=len(code), bins_loop_trips=trips, warp_instructions=per_warp,
+                sass_instructions=len(code), bins_loop_trips=item_trips, warp_instructions=per_warp,
                 issue_us=issue_us, hbm_bound_us=hbm_us, estimate_us=est_us,
                 x_bound=est_us / hbm_us, images_per_s=B / est_us * 1e6)
 

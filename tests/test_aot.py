@@ -53,20 +53,23 @@ def test_aot_gate_default_configs_do_not_spill(tmp_path):
 
 def test_gate_refuses_what_it_should():
     """The single-pass gate on made-up rows: a stack, too few resident warps
-    (255 registers at 40x40: 1 block of 4 warps) and a missing architecture."""
+    (64x64 on sm_86: its 100 kB of shared memory per SM hold one 68 kB block,
+    4 warps) and a missing architecture."""
     from bench.aot import single_pass_gate, single_pass_residency
 
-    def row(arch, regs, stack=0):
-        r = dict(kernel="k", arch=arch, single_pass=True, H=40, W=40, registers=regs,
+    def row(arch, regs, stack=0, side=40):
+        r = dict(kernel="k", arch=arch, single_pass=True, H=side, W=side, registers=regs,
                  stack_bytes=stack, local_bytes=0)
-        r.update(single_pass_residency(40, 40, regs, arch))
+        r.update(single_pass_residency(side, side, regs, arch))
         return r
 
     assert single_pass_gate([row(80, 150), row(90, 150)]) == []
     assert any("stack" in p for p in single_pass_gate([row(80, 150, stack=16), row(90, 150)]))
-    assert any("resident warps" in p for p in single_pass_gate([row(80, 255), row(90, 150)]))
+    assert any("resident warps" in p for p in single_pass_gate([row(86, 200, side=64)], archs=(86,)))
     assert any("sm_80" in p for p in single_pass_gate([row(90, 150)]))
+    # registers: 150 a thread, 120 threads -> 3 blocks of 4 warps; 255 -> 2 blocks
     assert single_pass_residency(40, 40, 150, 90)["resident_warps"] == 12
+    assert single_pass_residency(40, 40, 255, 90)["resident_warps"] == 8
 
 
 @pytest.mark.skipif(not ext_available(), reason="fastfreq._C not built")

@@ -17,9 +17,11 @@
 //                    two real columns k = 0 and k = W/2 into one complex line
 //                    and splits their spectra after the FFT. Thread 0 also
 //                    turns the plane's partial sums into its Dir threshold.
-//  C  bins:          the block's threads share out (plane, row, group of four
-//                    bins) items: gain, noise (Philox groups of four, drawn
-//                    only where the noise std is non-zero), Dir, 1/(HW).
+//  C  bins:          the block's threads share out (row, group of four bins)
+//                    items, each over every plane of the block: gain and
+//                    noise std once per image, then per plane the noise
+//                    (Philox groups of four, drawn only where the std is
+//                    non-zero), Dir and 1/(HW).
 //  D  columns inv:   thread j inverse-FFTs column j (thread 0 again packs the
 //                    two real columns, taking rows r > H/2 of them as the
 //                    conjugates of rows H - r: the Hermitian rule).
@@ -326,17 +328,12 @@ FF_UNROLL
 }
 
 // ---------------------------------------------------------------- phase C
-// Gain, noise and Dir at bin (r, k), with 1/(H W) of the inverse folded in
-// (Dir is scale-invariant: gain, noise and threshold scale together).
+// Eq. 5's gain at radius s (1 without PS).
 template <typename Acc>
-FF_HD void bin_update(Acc& re, Acc& im, int r, int k, int H, const SpectralParams& p,
-                      const ImageParams<Acc>& ip, Acc n, Acc eps, Acc inv_hw) {
-  const Acc s = bin_radius<Acc>(r, k, H);
-  const Acc gain =
-      p.has_ps ? gain_from_mask(ip.alpha, band_curve(ip.band, s * static_cast<Acc>(p.inv_radius_scale)))
-               : Acc(1);
-  augment_bin(re, im, gain * inv_hw, n * inv_hw, eps * inv_hw);
-  if (ip.bad) re = im = Acc(NAN);
+FF_HD Acc bin_gain(const SpectralParams& p, const ImageParams<Acc>& ip, Acc s) {
+  return p.has_ps
+             ? gain_from_mask(ip.alpha, band_curve(ip.band, s * static_cast<Acc>(p.inv_radius_scale)))
+             : Acc(1);
 }
 
 // Whether phase C computes bin (r, k): every half-spectrum bin except rows
@@ -346,59 +343,77 @@ FF_HD bool computed_bin(int r, int k, int H, int W, int Wh) {
   return k < Wh && !(((k == 0) || (2 * k == W)) && 2 * r > H);
 }
 
+// An item is (shared row sr, group of four bins) of EVERY plane of the block:
+// the gain and the noise std depend on the image, not the channel, so they
+// are computed once per image and reused for its channels (the curves and
+// the per-band std are most of this phase's arithmetic). A warp's threads
+// take consecutive shared rows (stride S, odd: distinct banks).
 template <int HC, int WC, typename In, typename Acc, typename Smem>
 FF_HD void phase_bins(int tid, int64_t block, const Geometry& geo, const Batch<In, Acc>& bt,
                       const Smem& sm) {
   const int H = line_len<HC>(geo.H), W = line_len<WC>(geo.W), Wh = W / 2 + 1;
   const SpectralParams& p = bt.p;
-  const int groups = groups_per_row(Wh);
-  const int items = geo.G * groups * H;
+  const int items = groups_per_row(Wh) * H;
   const int im = geo.H * geo.S;
   const Acc inv_hw = Acc(1) / static_cast<Acc>(H * W);
-  // item = (g * groups + grp) * H + sr: a warp's threads take consecutive
-  // shared rows of one group (stride S, odd: distinct banks)
   for (int item = tid; item < items; item += geo.threads) {
-    const int sr = item % H, rest = item / H;
-    const int grp = rest % groups, g = rest / groups;
-    const int64_t plane = block * geo.G + g;
-    if (plane >= bt.planes) continue;
-    const ImageParams<Acc> ip = image_params(bt, plane);
-    if (ip.identity) continue;
-    const int r = row_of_perm(sr, H);
-    const int a = g * geo.plane_stride + sr * geo.S + kGroup * grp;
-    const Acc eps = p.has_nfd ? sm.ld(geo.eps_off + g) : Acc(0);
-    Acc n[kGroup] = {};
-    if (p.has_nfd && !ip.bad) {
+    const int sr = item % H, grp = item / H;
+    const int r = row_of_perm(sr, H), k0 = kGroup * grp;
+    Acc s[kGroup], gain[kGroup], sd[kGroup];
+    bool comp[kGroup];
+FF_UNROLL
+    for (int e = 0; e < kGroup; ++e) {
+      comp[e] = computed_bin(r, k0 + e, H, W, Wh);
+      s[e] = bin_radius<Acc>(r, k0 + e, H);
+      gain[e] = sd[e] = Acc(0);
+    }
+    ImageParams<Acc> ip;
+    int64_t image = -1;
+    for (int g = 0; g < geo.G; ++g) {
+      const int64_t plane = block * geo.G + g;
+      if (plane >= bt.planes) break;
+      if (plane / p.C != image) {  // a new image: its gain and noise std
+        image = plane / p.C;
+        ip = image_params(bt, plane);
+FF_UNROLL
+        for (int e = 0; e < kGroup; ++e) {
+          gain[e] = bin_gain(p, ip, s[e]);
+          sd[e] = (p.has_nfd && !ip.bad && comp[e]) ? noise_std(p, ip.ar, s[e]) : Acc(0);
+        }
+      }
+      if (ip.identity) continue;
+      const int a = g * geo.plane_stride + sr * geo.S + k0;
+      const Acc eps = p.has_nfd ? sm.ld(geo.eps_off + g) : Acc(0);
+      Acc n[kGroup];
       bool any = false;
 FF_UNROLL
       for (int e = 0; e < kGroup; ++e) {
-        const int k = kGroup * grp + e;
-        n[e] = computed_bin(r, k, H, W, Wh) ? noise_std(p, ip.ar, bin_radius<Acc>(r, k, H)) : Acc(0);
-        any |= n[e] > Acc(0);
+        n[e] = sd[e];
+        any |= sd[e] > Acc(0);
       }
-      if (bt.noise != nullptr) {
+      if (any && bt.noise != nullptr) {
 FF_UNROLL
-        for (int e = 0; e < kGroup; ++e) {
-          const int k = kGroup * grp + e;
-          if (n[e] > Acc(0)) n[e] *= bt.noise[(plane * H + canonical_row(r, k, H, W)) * Wh + k];
-        }
+        for (int e = 0; e < kGroup; ++e)
+          if (sd[e] > Acc(0)) n[e] *= bt.noise[(plane * H + canonical_row(r, k0 + e, H, W)) * Wh + k0 + e];
       } else if (any) {
         // the group's four normals: stream positions noise_index(row, 4 grp + e)
         float gz[kGroup];
-        philox_normals4(static_cast<uint64_t>(noise_index(plane * H + r, kGroup * grp, Wh)) >> 2,
+        philox_normals4(static_cast<uint64_t>(noise_index(plane * H + r, k0, Wh)) >> 2,
                         static_cast<uint64_t>(*bt.seed), gz);
 FF_UNROLL
         for (int e = 0; e < kGroup; ++e) n[e] *= static_cast<Acc>(gz[e]);
       }
-    }
 FF_UNROLL
-    for (int e = 0; e < kGroup; ++e) {
-      const int k = kGroup * grp + e;
-      if (!computed_bin(r, k, H, W, Wh)) continue;
-      Acc re = sm.ld(a + e), imv = sm.ld(a + im + e);
-      bin_update(re, imv, r, k, H, p, ip, n[e], eps, inv_hw);
-      sm.st(a + e, re);
-      sm.st(a + im + e, imv);
+      for (int e = 0; e < kGroup; ++e) {
+        if (!comp[e]) continue;
+        // gain, noise and Dir, with 1/(H W) of the inverse folded in (Dir is
+        // scale-invariant: gain, noise and threshold scale together)
+        Acc re = sm.ld(a + e), imv = sm.ld(a + im + e);
+        augment_bin(re, imv, gain[e] * inv_hw, n[e] * inv_hw, eps * inv_hw);
+        if (ip.bad) re = imv = Acc(NAN);
+        sm.st(a + e, re);
+        sm.st(a + im + e, imv);
+      }
     }
   }
 }
