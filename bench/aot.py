@@ -279,11 +279,14 @@ def single_pass_estimate(row: dict, hw: dict = H200, shape=SINGLE_PASS_SHAPE, n_
     issue time of the warp instructions.
 
     Warp instructions, a crude loop model on the SASS: every instruction
-    once (the row and column phases are straight-line code; the paths a
-    thread skips are counted as run), then each loop's further trips: the
-    largest loop is the bins phase's item loop (items / threads trips), a
-    loop directly inside it the loop over the block's planes (planes per
-    block), anything else (band loops, the partial sums) ``n_bands``."""
+    once (the row and column phases are straight-line code; paths a thread
+    skips are counted as run), then the further trips of the loops: the
+    largest loop is the bins phase's item loop (items / threads trips); the
+    largest loop inside it is the loop over the block's planes (planes per
+    block trips, its body less the loops inside it); those inner loops (the
+    per-band noise std, the parameter checks) run n_bands trips once per
+    image of the block; any other loop (parameter checks in the row and
+    column phases) n_bands trips."""
     B, C, H, W = shape
     geo = single_pass_geometry(H, W)
     code = _sass(row)
@@ -292,27 +295,27 @@ def single_pass_estimate(row: dict, hw: dict = H200, shape=SINGLE_PASS_SHAPE, n_
     step = code[1][0] - code[0][0] if len(code) > 1 else 16
     loops = _loops(code)
     size = {lp: (lp[1] - lp[0]) // step + 1 for lp in loops}
-    outer = max(loops, key=size.get) if loops else None
+
+    def inside(lp, of):
+        return lp != of and of[0] <= lp[0] and lp[1] <= of[1]
+
+    G = geo["planes_per_block"]
     item_trips = -(-(-(-(W // 2 + 1) // 4) * H) // geo["threads"])
-
-    def parents(lp):
-        return [o for o in loops if o != lp and o[0] <= lp[0] and lp[1] <= o[1]]
-
-    def trips(lp):
-        if lp == outer:
-            return item_trips
-        if outer in parents(lp) and len(parents(lp)) == 1:
-            return geo["planes_per_block"]
-        return n_bands
-
-    def runs(lp):  # how often the loop is entered: product of its parents' trips
-        n = 1
-        for o in parents(lp):
-            n *= trips(o)
-        return n
-
-    per_warp = len(code) + sum((trips(lp) - 1) * runs(lp) * size[lp] for lp in loops)
-    warps = -(-geo["threads"] // 32) * -(-(B * C) // geo["planes_per_block"])
+    images = -(-G // C)
+    per_warp = len(code)
+    outer = max(loops, key=size.get) if loops else None
+    if outer:
+        per_warp += (item_trips - 1) * size[outer]
+        in_outer = [lp for lp in loops if inside(lp, outer)]
+        plane = max(in_outer, key=size.get) if in_outer else None
+        inner = [lp for lp in in_outer if plane and inside(lp, plane)]
+        if plane:
+            body = size[plane] - sum(size[lp] for lp in inner)
+            per_warp += item_trips * (G - 1) * body
+            per_warp += item_trips * (images * n_bands - 1) * sum(size[lp] for lp in inner)
+        rest = [lp for lp in loops if lp != outer and lp not in in_outer]
+        per_warp += (n_bands - 1) * sum(size[lp] for lp in rest)
+    warps = -(-geo["threads"] // 32) * -(-(B * C) // G)
     issue_us = warps * per_warp / (hw["sms"] * hw["issue_per_sm_clock"] * hw["clock_hz"]) * 1e6
     hbm_us = 2 * 4 * B * C * H * W / hw["hbm_bytes_s"] * 1e6
     est_us = max(issue_us, hbm_us)

@@ -48,6 +48,9 @@ def test_aot_gate_default_configs_do_not_spill(tmp_path):
         assert {(k["H"], k["dtype"]) for k in single} >= {(s, t) for s in (32, 40, 64)
                                                           for t in ("float", "Half", "BFloat16")}
         assert all(k["resident_warps"] >= 8 for k in single), single
+        sp = res["single_pass_estimate"]  # reported, not a target of this test
+        assert sp["kernel"].startswith("single_pass_kernel<40, 40, float") and sp["x_bound"] >= 1
+        assert sp["warp_instructions"] > sp["sass_instructions"] > 1000
     assert (tmp_path / "aot-sm90.md").read_text().count("Static estimate (not measured)") == 1
 
 
