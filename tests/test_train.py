@@ -179,7 +179,6 @@ def test_sweep_does_not_report_another_configurations_results(tmp_path, capsys):
 def test_pdm_probes_go_through_the_input_normalisation(tmp_path, monkeypatch):
     """The model is trained on (x - mean) / std; the PDM probes (0.5 + grating)
     once reached its first block raw, off-centre and about 4x weaker."""
-
     t = engine.Trainer(quick(), str(tmp_path), progress=False)
     seen = []
     real = t.net.model.first_block
