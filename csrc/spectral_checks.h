@@ -121,8 +121,8 @@ inline SpectralParams check_and_pack(const at::Tensor& x, const c10::optional<at
       const double a = nfd_edges[2 * i], b = nfd_edges[2 * i + 1];
       FF_CHECK(std::isfinite(a) && std::isfinite(b) && a < b,
                "fastfreq: NFD band ", i, " needs finite edges a < b, got (", a, ", ", b, ")");
-      p.band_a[i] = static_cast<float>(a);
-      p.band_b[i] = static_cast<float>(b);
+      p.band_a[i] = a;
+      p.band_b[i] = b;
     }
     p.sigma = sigma;
     p.has_nfd = true;

@@ -29,8 +29,10 @@ struct SpectralParams {
   int H = 0, W = 0, Wh = 0;   // image size, half-spectrum width W/2+1
   int C = 0;                  // channels per image
   int n_bands = 0;            // NFD bands
-  float band_a[kMaxNfdBands] = {};
-  float band_b[kMaxNfdBands] = {};
+  // in double: a float64 image's non-integer edges (equal-coverage bands) at
+  // float64 accuracy; each kernel casts them to its compute type
+  double band_a[kMaxNfdBands] = {};
+  double band_b[kMaxNfdBands] = {};
   double sigma = 1.0;         // NFD maximum variance
   double inv_radius_scale = 1.0;
   bool has_ps = false, has_nfd = false;

@@ -30,11 +30,18 @@ SIGMA_MAX = 1e30
 #: Accepted ``radius_scale`` range: beyond it every mask is flat on any image
 #: up to 64x64 anyway, and ``r / radius_scale`` would leave float32's range.
 RADIUS_SCALE_RANGE = (1e-3, 1e3)
-#: Images are computed in float32 (float64 for float64 images): ``rfft2`` sums
-#: ``H * W`` values, so ``max |x|`` must stay below ``FLOAT32_SUM_LIMIT / (H * W)``
-#: (``FLOAT64_SUM_LIMIT`` for float64; checked with ``check_values``, the default).
-FLOAT32_SUM_LIMIT = 1e38
-FLOAT64_SUM_LIMIT = 1e300
+#: Images are computed in float32 (float64 for float64 images), and ``max |x|``
+#: must stay below ``FLOAT32_SUM_LIMIT / (H * W)`` (``FLOAT64_SUM_LIMIT`` for
+#: float64; checked with ``check_values``, the default). The bound is not the
+#: FFT's sum ``|Y| <= sum |x|`` (that would allow 3e38) but the NFD direction:
+#: the compiled kernels form ``|Y|^2`` (csrc/spectral_common.h ``augment_bin``,
+#: Triton's ``_add_along_dir``), which overflowed above ``|Y|`` of 1.8e19 and
+#: dropped the noise without an error while the old limit, 1e38, accepted the
+#: image. ``|Y| <= sum |x| <= 5e18`` keeps ``|Y|^2 <= 2.5e37``, 14x inside
+#: float32's 3.4e38 (the gain is at most 1, and the noise is added after the
+#: square); float64 alike (``|Y|^2 <= 1e300``).
+FLOAT32_SUM_LIMIT = 5e18
+FLOAT64_SUM_LIMIT = 1e150
 #: The Philox noise of a ``seed`` is drawn in float32 for every image dtype
 #: (float64 included). The kernels' normals (polynomial log/sin/cos) and
 #: ``fastfreq.philox``'s (libm, what the numpy and torch backends replay) differ

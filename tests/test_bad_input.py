@@ -20,7 +20,9 @@ import torch
 
 import fastfreq.functional as FF
 from fastfreq import bands, pdm
+from fastfreq import reference as ref
 from fastfreq.aps import AuxLabels, ChannelAttention, aux_loss
+from fastfreq.constants import FLOAT32_SUM_LIMIT, FLOAT64_SUM_LIMIT
 from fastfreq.corruptions import CORRUPTIONS, corrupt
 from fastfreq.transforms import NFD, PowerSuppression, SpectralAugment
 
@@ -98,16 +100,55 @@ def test_ops_refuse_bad_arguments(bd, kw, exc, match):
     expect(exc, match, FF.spectral_augment, x, **kw)
 
 
-def test_overflowing_values_are_computed_when_in_range():
-    """Just inside the documented limit the result is finite on every CPU backend."""
-    x = torch.full((1, 3, 32, 32), 9e34)
-    x[..., 0, 0] = -9e34
-    for backend in ("torch", "cpp", "numpy"):
-        if backend == "cpp" and not FF.ext.available():
-            continue
-        assert torch.isfinite(FF.power_suppress(x, 0, 0.0, backend=backend)).all()
-        assert torch.isfinite(FF.nfd(x, torch.full((1, 5), 0.5), seed=1, sigma=1e30,
-                                     backend=backend)).all()
+def _at_limit(dtype, backend, device, fraction):
+    """Two 8x8 planes, +c and -c, whose sum |x| is ``fraction`` of the dtype's
+    limit, and an explicit NFD draw with noise at DC only: R = 1e-2 |Y| there
+    (sigma at its maximum, 1e30; alpha_r = 0 gives std sqrt(sigma) at every
+    bin), far above float32's rounding of Y (~1e-7 |Y|)."""
+    limit = {torch.float32: 5e18, torch.float64: 1e150}[dtype]  # sum |x| <= limit
+    assert limit == {torch.float32: FLOAT32_SUM_LIMIT, torch.float64: FLOAT64_SUM_LIMIT}[dtype]
+    x = torch.full((1, 2, 8, 8), fraction * limit / 64, dtype=dtype, device=device)
+    x[:, 1] *= -1
+    noise = torch.zeros(1, 2, 8, 5, dtype=dtype, device=device)
+    noise[..., 0, 0] = 1e-2 * fraction * limit / 1e15
+    kw = dict(alpha_r=torch.zeros(1, 1, dtype=dtype, device=device), sigma=1e30, noise=noise,
+              nfd_bands=((0, 1),), backend=backend)
+    if backend == "triton":
+        kw["precision"] = "ieee"  # tf32 rounds Y to 5e-4 |Y|, 5% of this noise
+    return x, kw
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("bd", backend_params())
+def test_noise_is_added_up_to_the_magnitude_limit(bd, dtype):
+    """Issue 29 item 4: the compiled kernels square |Y| (csrc/spectral_common.h
+    augment_bin, Triton's _add_along_dir); above |Y| of 1.8e19 the square
+    overflowed float32, Dir became 0 and no noise was added, while the old
+    limit (sum |x| <= 1e38; 1e300 for float64) accepted the image. Just under
+    the limit every backend adds the reference's noise; just over it the image
+    is refused, naming x and the limit for the size."""
+    backend, device = bd
+    if backend == "triton" and dtype == torch.float64:
+        pytest.skip("Triton refuses float64")
+    x, kw = _at_limit(dtype, backend, device, 0.999)
+    x64 = x.double().cpu().numpy()
+    want = ref.spectral_augment(x64, alpha_r=np.zeros((1, 1)), sigma=1e30, nfd_bands=((0, 1),),
+                                noise=kw["noise"].double().cpu().numpy()) - x64
+    # the noise the reference adds: R / 64 = 1e-2 c in every pixel, outward on both planes
+    np.testing.assert_allclose(want[0, 0], 1e-2 * x64[0, 0], rtol=1e-6)
+    np.testing.assert_allclose(want[0, 1], -want[0, 0], rtol=1e-9)
+    added = FF.spectral_augment(x, **kw).double().cpu().numpy() - x64
+    # MEASURED (CPU, numpy/torch/cpp/Triton interpreter alike): 5.3e-6 in
+    # float32 (half an ulp of the output, 8.6e9 at 7.8e16, over the noise
+    # 7.8e14), 0 in float64; tolerance 4x that (float64: 1e-12, room for
+    # another summation order). The noise dropped is an error of 1.
+    err = np.abs(added - want).max() / np.abs(want).max()
+    tol = {torch.float32: 2.1e-5, torch.float64: 1e-12}[dtype]
+    assert err <= tol, f"{backend}: added noise off by {err:.3g} of itself"
+    x_over, kw = _at_limit(dtype, backend, device, 1.001)
+    per_pixel = {torch.float32: r"7\.81e\+16", torch.float64: r"1\.56e\+148"}[dtype]
+    expect(ValueError, rf"x: magnitudes up to {per_pixel} are supported for 8x8 images",
+           FF.spectral_augment, x_over, **kw)
 
 
 # ------------------------------------------------------------------ modules

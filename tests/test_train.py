@@ -12,7 +12,8 @@ import torch
 
 from train import engine
 from train.config import RunConfig
-from train.evaluate import relative_mce, summarise
+from train.data import CIFAR_MEAN, CIFAR_STD, synthetic_dataset
+from train.evaluate import accuracy, relative_mce, summarise
 from train.models import build_model
 from train.presets import PRESETS, get_preset
 from train.table import aggregate, load_runs, write_table
@@ -69,12 +70,20 @@ def tiny(**kw):
 
 
 def test_tiny_run_end_to_end(tmp_path):
-    res = engine.run(tiny(epochs=1), str(tmp_path), progress=False)
+    cfg = tiny(epochs=1)
+    res = engine.run(cfg, str(tmp_path), progress=False)
     d = tmp_path / "demo-s0"
     for f in ("results.json", "checkpoint.pt", "log.txt", "pdm.png"):
         assert (d / f).exists(), f
     saved = json.loads((d / "results.json").read_text())
-    assert 0 <= saved["clean_acc"] <= 100
+    # the reported accuracy is the saved model's on the run's test set, counted here
+    net = engine.build_net(cfg)
+    net.load_state_dict(torch.load(d / "checkpoint.pt", weights_only=False)["net"])
+    xte, yte = engine.load_test(cfg)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (CIFAR_MEAN, CIFAR_STD))
+    with torch.no_grad():
+        pred = net.model.eval()((xte.float() / 255 - mean) / std).argmax(1)
+    assert saved["clean_acc"] == pytest.approx(100 * (pred == yte).float().mean().item())
     assert len(saved["corruption_acc"]) == 11
     assert sum(saved["pdm"]["band_shares"].values()) == pytest.approx(1.0)
     assert "basic_open_ratios" in saved and len(res["history"]) == 1
@@ -112,6 +121,19 @@ def quick(**kw):
     base = dict(epochs=2, n_train=64, n_test=16, batch_size=32, device="cpu")
     base.update(kw)
     return get_preset("demo-nat", **base)
+
+
+def test_a_short_training_learns(tmp_path):
+    """Two epochs of the demo's model on 768 built-in synthetic images: the
+    loss falls and held-out images (the synthetic test split) are classified
+    far above chance (10%). MEASURED: loss 2.275 -> 2.076, 31.4% on 500
+    held-out images; a model that does not learn stays at 10 +- 1.3%."""
+    t = engine.Trainer(quick(epochs=2, n_train=768), str(tmp_path), progress=False)
+    history = t.fit()
+    t.lock.release()
+    assert history[-1]["loss"] < history[0]["loss"] - 0.1, [h["loss"] for h in history]
+    x, y = synthetic_dataset(500, seed=1)
+    assert accuracy(t.net.model, x, y) > 20
 
 
 @pytest.mark.parametrize("change, field", [(dict(lr=0.01), "lr"), (dict(epochs=3), "epochs"),
@@ -157,8 +179,6 @@ def test_sweep_does_not_report_another_configurations_results(tmp_path, capsys):
 def test_pdm_probes_go_through_the_input_normalisation(tmp_path, monkeypatch):
     """The model is trained on (x - mean) / std; the PDM probes (0.5 + grating)
     once reached its first block raw, off-centre and about 4x weaker."""
-    from train.data import CIFAR_MEAN, CIFAR_STD
-
     t = engine.Trainer(quick(), str(tmp_path), progress=False)
     seen = []
     real = t.net.model.first_block
