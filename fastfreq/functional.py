@@ -322,6 +322,17 @@ def _batched(x):
     return x, lambda y: y
 
 
+def _in_format_of(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out`` in ``x``'s memory format: channels_last images come back
+    channels_last, as from torch's own convolutions and elementwise ops (the
+    backends compute on contiguous planes). Under torch.func transforms the
+    layout is left as computed (vmap cannot query a memory format)."""
+    if (x.dim() == 4 and not torch._C._are_functorch_transforms_active()
+            and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)):
+        return out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
 def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1.0, *,
                      radius_scale=1.0, nfd_bands=PAPER_BANDS, generator=None, backend="auto",
                      seed=None, precision=None, check_values=True):
@@ -368,7 +379,7 @@ def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1
     if precision is not None and precision not in triton_kernel.PRECISIONS:
         raise ValueError(f"precision: expected one of {triton_kernel.PRECISIONS} or None, "
                          f"got {precision!r}")
-    return unbatch(_dispatch(a, backend, precision))
+    return unbatch(_in_format_of(_dispatch(a, backend, precision), x4))
 
 
 def power_suppress(x, band, alpha, *, radius_scale=1.0, backend="auto", precision=None,
