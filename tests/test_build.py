@@ -93,6 +93,21 @@ def test_benchmark_precision_on_cuda_without_a_gpu_says_so_in_one_line(tmp_path)
     assert len(lines) == 1 and lines[0].startswith("error: --device cuda: no CUDA GPU"), lines
 
 
+def test_benchmark_aot_without_triton_says_so_in_one_line(tmp_path):
+    """`fastfreq-bench aot` (README: no GPU needed) compiles the Triton kernel:
+    without Triton (a plain `pip install` has none) it was a traceback ending
+    in `No module named 'triton'`; now one error line naming the install."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; sys.modules['triton'] = None  # import triton raises ImportError\n"
+            "from bench.__main__ import main; sys.exit(main(sys.argv[1:]))")
+    out = subprocess.run([sys.executable, "-c", code, "aot", "--out", str(tmp_path)], cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: aot: "), lines
+    assert "pip install 'triton>=3.4'" in lines[0] and "no GPU" in lines[0], lines
+
+
 def _option_actions(ap):
     """(parser, action) for every option of a parser and of its subcommands."""
     import argparse
