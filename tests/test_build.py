@@ -1,6 +1,7 @@
 """The build and the README's commands."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -91,6 +92,20 @@ def test_benchmark_precision_on_cuda_without_a_gpu_says_so_in_one_line(tmp_path)
     assert out.returncode == 2, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --device cuda: no CUDA GPU"), lines
+
+
+def test_readme_install_keeps_an_installed_torch():
+    """The install section says how to keep a torch that is already there.
+    Checked by hand in a fresh venv with torch==2.13.0 (CPU): the README's
+    `pip install torch torchvision` resolved to torch 2.14.1 with its CUDA
+    libraries (the newest torchvision requires the newest torch), replacing
+    the CPU torch; `pip install torch==2.13.0 torchvision` kept it (with
+    torchvision 0.28.0). Not re-run here: it needs the package index."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "README.md")).read()
+    section = text.split("## Installing without the Makefile", 1)[1].split("\n## ", 1)[0]
+    assert re.search(r"`pip install torch==[0-9.]+ torchvision`", section), section[:600]
+    assert "replace" in section and "leave torchvision out" in section
 
 
 def test_benchmark_aot_without_triton_says_so_in_one_line(tmp_path):
