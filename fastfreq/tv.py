@@ -29,15 +29,19 @@ try:
     from torchvision import tv_tensors
     from torchvision.transforms import v2
     IMPORT_ERROR: str | None = None
-except ImportError as exc:  # optional dependency
+except Exception as exc:  # optional; a torchvision built for another torch raises RuntimeError
     v2 = tv_tensors = None
     IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+
+#: what to install when torchvision is missing or does not import
+TORCHVISION_HINT = (f"install the torchvision built for torch {torch.__version__} (the same "
+                    "release and build: the PyPI torchvision links torch's CUDA libraries and "
+                    "does not import beside a CPU-only torch)")
 
 
 def _require():
     if v2 is None:
-        raise ImportError(f"fastfreq.tv needs torchvision ({IMPORT_ERROR}); "
-                          "`pip install fastfreq[torchvision]`")
+        raise ImportError(f"fastfreq.tv needs torchvision ({IMPORT_ERROR}); {TORCHVISION_HINT}")
 
 
 if v2 is not None:

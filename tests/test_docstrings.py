@@ -20,10 +20,11 @@ FUNCTIONS = [fastfreq.spectral_augment, fastfreq.power_suppress, fastfreq.nfd,
 
 
 def _tv_v2():
-    pytest.importorskip("torchvision")
-    from fastfreq.tv import V2
+    from fastfreq import tv
 
-    return V2
+    if tv.IMPORT_ERROR is not None:  # missing, or built for another torch
+        pytest.skip(f"torchvision does not import: {tv.IMPORT_ERROR}")
+    return tv.V2
 
 
 def _run_examples(obj):
