@@ -234,6 +234,13 @@ def main(argv=None):
         if any(v < 1 for v in (getattr(a, name) or [])):
             parser().error(f"--{name}: expected positive integers")
     if a.what == "aot":
+        from fastfreq.backends import triton_kernel
+
+        problem = triton_kernel.version_problem()
+        if problem is not None:  # the report compiles the Triton kernel ahead of time
+            print(f"error: aot: compiles the Triton kernel (no GPU needed, but Triton is): "
+                  f"{problem}", file=sys.stderr)
+            return 2
         from . import aot
 
         return aot.report(a.arch, full=a.full, out=a.out, gate=a.gate)

@@ -29,6 +29,31 @@ class ChannelAttention(nn.Module):
 
     After a forward, ``mask`` holds ``v`` ``(B, C)`` and ``open_ratio`` its
     per-sample mean ``v_bar`` ``(B,)``, the quantity eq. 10 constrains.
+
+    Args:
+        channels: channels ``C`` of the feature map (the first block's output).
+        hidden: width of the hidden FC layer.
+
+    Shape:
+        - Input: ``(B, C, H, W)`` feature map.
+        - Output: ``(B, C, H, W)``, the input times the mask; ``mask``
+          ``(B, C)``, ``open_ratio`` ``(B,)``.
+
+    Example:
+        >>> import torch
+        >>> from fastfreq.aps import ChannelAttention
+        >>> _ = torch.manual_seed(0)
+        >>> att = ChannelAttention(16, hidden=32)
+        >>> m = torch.rand(4, 16, 10, 10)
+        >>> out = att(m)
+        >>> out.shape, att.mask.shape, att.open_ratio.shape
+        (torch.Size([4, 16, 10, 10]), torch.Size([4, 16]), torch.Size([4]))
+        >>> torch.allclose(out, m * att.mask[:, :, None, None])
+        True
+        >>> bool(((att.mask > 0) & (att.mask < 1)).all())
+        True
+        >>> torch.allclose(att.open_ratio, att.mask.mean(1))
+        True
     """
 
     def __init__(self, channels: int, hidden: int = 512):
@@ -90,7 +115,31 @@ class ChannelAttention(nn.Module):
 class ExtendedChannelAttention(ChannelAttention):
     """The extended module of Section 3.3 (used with NFD): a 3x3 convolution and
     batch norm before the pooling. The mask is computed from the conv+BN
-    features and applied to the input feature map (docs/paper-notes.md)."""
+    features and applied to the input feature map (docs/paper-notes.md).
+
+    Args:
+        channels: channels ``C`` of the feature map (the first block's output).
+        hidden: width of the hidden FC layer.
+
+    Shape:
+        - Input: ``(B, C, H, W)`` feature map.
+        - Output: ``(B, C, H, W)``, the input times the mask; ``mask``
+          ``(B, C)``, ``open_ratio`` ``(B,)``.
+
+    Example:
+        >>> import torch
+        >>> from fastfreq.aps import ChannelAttention, ExtendedChannelAttention
+        >>> _ = torch.manual_seed(0)
+        >>> att = ExtendedChannelAttention(16, hidden=32)
+        >>> m = torch.rand(4, 16, 10, 10)
+        >>> out = att(m)
+        >>> out.shape, att.open_ratio.shape
+        (torch.Size([4, 16, 10, 10]), torch.Size([4]))
+        >>> # the mask comes from the conv + BN features, not from m itself
+        >>> v = ChannelAttention.soft_mask(att, att.bn(att.conv(m)))
+        >>> torch.allclose(att.mask, v), torch.allclose(out, m * v[:, :, None, None])
+        (True, True)
+    """
 
     def __init__(self, channels: int, hidden: int = 512):
         super().__init__(channels, hidden)
@@ -115,7 +164,29 @@ def beta_0(alpha: torch.Tensor) -> torch.Tensor:
 class AuxLabels(nn.Module):
     """Auxiliary label generator for a configuration ``"LMH=abc"`` (``0`` ->
     ``beta_0``, ``1`` -> ``beta_1 = 1`` for band L, M, H) or ``"learnable"``
-    (eq. 8, with the parameter ``theta`` of eq. 9 trained with the model)."""
+    (eq. 8, with the parameter ``theta`` of eq. 9 trained with the model).
+
+    Args:
+        config: ``"learnable"`` or ``"LMH=abc"`` with ``a, b, c`` in {0, 1}.
+
+    Shape:
+        - Input: ``band`` ``(B,)`` integer ids in {0, 1, 2} and ``alpha``
+          ``(B,)`` suppression ratios in [0, 1] (``PowerSuppression``'s
+          ``last_params``).
+        - Output: ``(B,)`` float32 labels ``beta``.
+
+    Example:
+        >>> import torch
+        >>> from fastfreq.aps import AuxLabels
+        >>> band, alpha = torch.tensor([0, 1, 2, 0]), torch.tensor([0.5, 0.5, 1.0, 0.0])
+        >>> AuxLabels("LMH=011")(band, alpha)      # beta_0 for L, 1 for M and H
+        tensor([0.6404, 1.0000, 1.0000, 1.0000])
+        >>> learnable = AuxLabels("learnable")     # theta = 0: b = 1.1 / 3 for every band
+        >>> learnable(band, alpha).detach()
+        tensor([0.6833, 0.6833, 0.3667, 1.0000])
+        >>> [p.shape for p in learnable.parameters()]
+        [torch.Size([3])]
+    """
 
     def __init__(self, config: str = "learnable"):
         super().__init__()
@@ -175,7 +246,29 @@ def aux_loss(open_ratio: torch.Tensor, beta: torch.Tensor, labelled: torch.Tenso
     ``lam * mean_labelled (v_bar - beta)^2``; 0 when none is labelled. No host
     sync (the count is clamped rather than tested). ``labelled`` is a bool
     mask (weights such as -1 or 0.5 are refused); unlabelled samples do not
-    enter the loss at all, whatever their values (a NaN there is ignored)."""
+    enter the loss at all, whatever their values (a NaN there is ignored).
+
+    Args:
+        open_ratio: ``ChannelAttention.open_ratio``, ``v_bar``.
+        beta: ``AuxLabels``' labels.
+        labelled: which samples were power-suppressed (``last_params["applied"]``).
+        lam: the loss weight ``lambda`` (the paper's 100).
+
+    Shape:
+        - Input: three ``(B,)`` tensors.
+        - Output: a scalar.
+
+    Example:
+        >>> import torch
+        >>> from fastfreq.aps import aux_loss
+        >>> v_bar = torch.tensor([0.5, 0.9, 0.2])
+        >>> beta = torch.tensor([0.7, 1.0, float("nan")])
+        >>> labelled = torch.tensor([True, True, False])
+        >>> aux_loss(v_bar, beta, labelled, lam=100)    # 100 * (0.2^2 + 0.1^2) / 2
+        tensor(2.5000)
+        >>> aux_loss(v_bar, beta, torch.zeros(3, dtype=torch.bool))
+        tensor(0.)
+    """
     lam = chk.nonneg_float(lam, "lam")
     for name, t in (("open_ratio", open_ratio), ("beta", beta), ("labelled", labelled)):
         if not isinstance(t, torch.Tensor):

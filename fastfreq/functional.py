@@ -337,6 +337,17 @@ def _batched(x):
     return x, lambda y: y
 
 
+def _in_format_of(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out`` in ``x``'s memory format: channels_last images come back
+    channels_last, as from torch's own convolutions and elementwise ops (the
+    backends compute on contiguous planes). Under torch.func transforms the
+    layout is left as computed (vmap cannot query a memory format)."""
+    if (x.dim() == 4 and not torch._C._are_functorch_transforms_active()
+            and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)):
+        return out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
 def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1.0, *,
                      radius_scale=1.0, nfd_bands=PAPER_BANDS, generator=None, backend="auto",
                      seed=None, precision=None, check_values=True):
@@ -375,6 +386,28 @@ def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1
     Gradients flow to ``x`` only. band, alpha, alpha_r, noise and seed are
     sampled parameters: no gradient reaches them (a warning says so when one
     of them requires grad).
+
+    Shape:
+        - x: ``(B, C, H, W)`` or ``(C, H, W)``; band, alpha ``(B,)``;
+          alpha_r ``(B, len(nfd_bands))``; noise ``(B, C, H, W // 2 + 1)``.
+        - Output: x's shape, dtype, device and memory format (channels_last
+          images come back channels_last).
+
+    Example:
+        >>> import torch, fastfreq
+        >>> x = torch.rand(4, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+        >>> band, alpha = torch.tensor([0, 1, 2, 0]), torch.full((4,), 0.5)
+        >>> alpha_r = torch.rand(4, 5, generator=torch.Generator().manual_seed(1))
+        >>> y = fastfreq.spectral_augment(x, band, alpha, alpha_r, seed=7)
+        >>> y.shape, y.dtype
+        (torch.Size([4, 3, 40, 40]), torch.float32)
+        >>> # one round trip = suppression, then NFD with the same noise key
+        >>> two = fastfreq.nfd(fastfreq.power_suppress(x, band, alpha), alpha_r, seed=7)
+        >>> bool((y - two).abs().amax() < 1e-4)
+        True
+        >>> ref = fastfreq.spectral_augment(x, band, alpha, alpha_r, seed=7, backend="numpy")
+        >>> bool((y - ref).abs().amax() < 1e-5)               # the float64 NumPy reference
+        True
     """
     x4, unbatch = _batched(x)
     if noise is not None and isinstance(x, torch.Tensor) and x.dim() == 3 \
@@ -385,12 +418,31 @@ def spectral_augment(x, band=None, alpha=None, alpha_r=None, noise=None, sigma=1
     if precision is not None and precision not in triton_kernel.PRECISIONS:
         raise ValueError(f"precision: expected one of {triton_kernel.PRECISIONS} or None, "
                          f"got {precision!r}")
-    return unbatch(_dispatch(a, backend, precision))
+    return unbatch(_in_format_of(_dispatch(a, backend, precision), x4))
 
 
 def power_suppress(x, band, alpha, *, radius_scale=1.0, backend="auto", precision=None,
                    check_values=True):
-    """Eq. 5, ``F^-1(F(x) * (1 - alpha (1 - M_band)))``."""
+    """Eq. 5, ``F^-1(F(x) * (1 - alpha (1 - M_band)))``: the power of band
+    ``band`` (0/"L", 1/"M", 2/"H") scaled down by ``alpha`` in [0, 1]. The
+    other arguments are ``spectral_augment``'s.
+
+    Shape:
+        - x: ``(B, C, H, W)`` or ``(C, H, W)``; band, alpha: ``(B,)`` tensors
+          or one value for every image.
+        - Output: x's shape, dtype, device and memory format.
+
+    Example:
+        >>> import torch, fastfreq
+        >>> from fastfreq.masks import suppression_gain
+        >>> x = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+        >>> y = fastfreq.power_suppress(x, "H", 1.0)      # the high frequencies removed
+        >>> g = suppression_gain(torch.tensor([2, 2]), torch.ones(2), 40, 40)
+        >>> bool((torch.fft.rfft2(y) - torch.fft.rfft2(x) * g[:, None]).abs().amax() < 1e-3)
+        True
+        >>> bool((y.mean((2, 3)) - x.mean((2, 3))).abs().amax() < 1e-5)   # DC kept
+        True
+    """
     if band is None or alpha is None:
         raise ValueError("band, alpha: power_suppress needs both")
     return spectral_augment(x, band, alpha, radius_scale=radius_scale, backend=backend,
@@ -399,7 +451,29 @@ def power_suppress(x, band, alpha, *, radius_scale=1.0, backend="auto", precisio
 
 def nfd(x, alpha_r, noise=None, sigma=1.0, *, nfd_bands=PAPER_BANDS, generator=None,
         backend="auto", seed=None, precision=None, check_values=True):
-    """Eq. 12, ``F^-1(F(x) + R_sigma(M) * Dir F(x))``."""
+    """Eq. 12, ``F^-1(F(x) + R_sigma(M) * Dir F(x))``: noise of variance
+    ``sigma (1 - M)`` on the spectrum, with the control matrix
+    ``M = sum_i alpha_r[i] M_i`` (eq. 14) over ``nfd_bands``. The other
+    arguments are ``spectral_augment``'s.
+
+    Shape:
+        - x: ``(B, C, H, W)`` or ``(C, H, W)``; alpha_r
+          ``(B, len(nfd_bands))``; noise ``(B, C, H, W // 2 + 1)``.
+        - Output: x's shape, dtype, device and memory format.
+
+    Example:
+        >>> import torch, fastfreq
+        >>> from fastfreq.masks import control_matrix
+        >>> x = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+        >>> w = torch.tensor([[0.0, 1.0, 1.0, 1.0, 1.0]] * 2)   # noise in the lowest band only
+        >>> y = fastfreq.nfd(x, w, seed=7)
+        >>> torch.equal(y, fastfreq.nfd(x, w, seed=7))           # a seed replays the draw
+        True
+        >>> d = (torch.fft.rfft2(y) - torch.fft.rfft2(x)).abs()
+        >>> quiet = (control_matrix(w, 40, 40) == 1)[:, None].expand_as(d)   # M = 1: no noise
+        >>> bool(d[quiet].amax() < 1e-3), bool(d[~quiet].amax() > 1)
+        (True, True)
+    """
     if alpha_r is None:
         raise ValueError("alpha_r: nfd needs control weights of shape (B, n_bands)")
     return spectral_augment(x, alpha_r=alpha_r, noise=noise, sigma=sigma, nfd_bands=nfd_bands,

@@ -76,6 +76,30 @@ def batch_params(collated: dict) -> dict:
     ``band``, ``alpha`` and ``applied`` become ``(B,)``. The NFD ``seed``
     becomes ``(B,)`` too: one key per image (each was drawn with its own),
     not a key that replays the whole batch.
+
+    Args:
+        collated: the collated ``last_params`` of single images (a dict of
+            ``(B, 1, ...)`` tensors, possibly nested).
+
+    Shape:
+        - Input: every entry ``(B, 1, ...)``.
+        - Output: the same dict with every entry ``(B, ...)``.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import default_collate
+        >>> from fastfreq import PowerSuppression, batch_params
+        >>> _ = torch.manual_seed(0)
+        >>> aug = PowerSuppression(p=0.5)
+        >>> draws = []
+        >>> for image in torch.rand(4, 3, 40, 40):    # as a Dataset's __getitem__ would
+        ...     _ = aug(image)
+        ...     draws.append(aug.last_params)
+        >>> collated = default_collate(draws)
+        >>> collated["band"].shape
+        torch.Size([4, 1])
+        >>> {k: tuple(v.shape) for k, v in batch_params(collated).items()}
+        {'applied': (4,), 'band': (4,), 'alpha': (4,)}
     """
     if not isinstance(collated, dict):
         raise TypeError(f"collated: expected the dict of params a DataLoader collated, got "
@@ -348,9 +372,54 @@ class PowerSuppression(_Augment):
     """Power suppression (eq. 5) with probability ``p`` per sample; the band is
     uniform over ``bands`` and ``alpha ~ U(alpha[0], alpha[1])``.
 
-    ``params``: ``applied`` (bool), ``band`` (int64 id in {0, 1, 2}) and
-    ``alpha`` (float; 0 where not applied), each ``(B,)``: what the APS labels
-    are built from.
+    Each augmented image is ``F^-1(F(x) * (1 - alpha (1 - M_band)))``: the
+    power of one band (low, middle or high frequencies) is scaled down by
+    ``alpha``. ``last_params`` after a call (and ``params`` to replay one):
+    ``applied`` (bool), ``band`` (int64 id in {0, 1, 2}) and ``alpha``
+    (float; 0 where not applied), each ``(B,)``: what the APS labels
+    (``fastfreq.aps.AuxLabels``) are built from.
+
+    Args:
+        p: probability that an image is augmented.
+        bands: the bands to draw from, uniformly (``"L"``, ``"M"``, ``"H"``).
+        alpha: range of the suppression ratio, ``0 <= lo <= hi <= 1``.
+        radius_scale: scales the bands' radii, set for 40x40 images (use
+            ``side / 40`` on other sizes; a ``SizeWarning`` says so).
+        same_on_batch: one draw for the whole batch.
+        generator: a ``torch.Generator`` for reproducible draws (each
+            DataLoader worker gets a stream of its own); None: the global RNG.
+        backend: ``"auto"``, ``"numpy"``, ``"torch"``, ``"cpp"``, ``"cuda"``
+            or ``"triton"`` (see ``fastfreq.spectral_augment``).
+        clamp: clip the output to ``(0, 1)`` (``True``) or to a ``(lo, hi)``.
+
+    Shape:
+        - Input: ``(B, C, H, W)`` or ``(C, H, W)``, float or uint8, or a
+          tuple / list / dict holding such an image (labels pass through).
+        - Output: the input's structure; the image keeps its shape, dtype,
+          device and memory format (channels_last stays channels_last).
+
+    Example:
+        >>> import torch
+        >>> from fastfreq import PowerSuppression
+        >>> from fastfreq.masks import suppression_gain
+        >>> _ = torch.manual_seed(0)
+        >>> aug = PowerSuppression(p=1.0, alpha=(0.5, 1.0))
+        >>> x = torch.rand(8, 3, 40, 40)
+        >>> y = aug(x)
+        >>> y.shape, y.dtype
+        (torch.Size([8, 3, 40, 40]), torch.float32)
+        >>> p = aug.last_params
+        >>> {k: (tuple(v.shape), v.dtype) for k, v in p.items()}
+        {'applied': ((8,), torch.bool), 'band': ((8,), torch.int64), 'alpha': ((8,), torch.float32)}
+        >>> g = suppression_gain(p["band"], p["alpha"], 40, 40)    # eq. 5 gain, (8, 40, 21)
+        >>> err = torch.fft.rfft2(y) - torch.fft.rfft2(x) * g[:, None]
+        >>> bool(err.abs().max() < 1e-3)
+        True
+        >>> torch.equal(aug(x, params=p), y)                          # a replay
+        True
+        >>> u8 = aug((x * 255).to(torch.uint8))                     # uint8 in, uint8 out
+        >>> u8.dtype, u8.shape
+        (torch.uint8, torch.Size([8, 3, 40, 40]))
     """
 
     def __init__(self, p: float = 1 / 3, bands: Sequence[str] = ("L", "M", "H"),
@@ -408,9 +477,50 @@ class PowerSuppression(_Augment):
 class NFD(_Augment):
     """Noise in Frequency Domain (eq. 12) with probability ``p`` per sample.
 
-    ``params``: ``applied`` (bool ``(B,)``), ``alpha_r`` (``(B, n)`` control
-    weights) and ``seed`` (the Philox key of the noise draw, so a replay adds
-    the same noise on every backend).
+    Each augmented image is ``F^-1(F(x) + R_sigma(M) * Dir F(x))``: Gaussian
+    noise of variance ``sigma (1 - M)`` on the spectrum, where the control
+    matrix ``M`` (eq. 14) mixes the NFD bands with the drawn control weights
+    (Section 3.3: one band's weight ``U(0, 1)``, the others 0 or 1).
+    ``last_params``: ``applied`` (bool ``(B,)``), ``alpha_r`` (``(B, n)``
+    control weights) and ``seed`` (the ``(1,)`` int64 Philox key of the noise
+    draw, so a replay adds the same noise on every backend).
+
+    Args:
+        sigma: noise scale ``sigma >= 0`` (eq. 11).
+        p: probability that an image is augmented.
+        bands: ``"paper"`` (the paper's five bands, set for 40x40 images),
+            ``"equal-coverage"`` (five bands of equal information coverage
+            for the image's size) or explicit ``(a, b)`` radius pairs.
+        same_on_batch: one draw for the whole batch.
+        generator: a ``torch.Generator`` for reproducible draws (each
+            DataLoader worker gets a stream of its own); None: the global RNG.
+        backend: ``"auto"``, ``"numpy"``, ``"torch"``, ``"cpp"``, ``"cuda"``
+            or ``"triton"`` (see ``fastfreq.spectral_augment``).
+        clamp: clip the output to ``(0, 1)`` (``True``) or to a ``(lo, hi)``.
+
+    Shape:
+        - Input: ``(B, C, H, W)`` or ``(C, H, W)``, float or uint8, or a
+          tuple / list / dict holding such an image (labels pass through).
+        - Output: the input's structure; the image keeps its shape, dtype,
+          device and memory format.
+
+    Example:
+        >>> import torch
+        >>> from fastfreq import NFD
+        >>> _ = torch.manual_seed(0)
+        >>> aug = NFD(sigma=1.0)
+        >>> x = torch.rand(8, 3, 40, 40)
+        >>> y = aug(x)
+        >>> y.shape, y.dtype
+        (torch.Size([8, 3, 40, 40]), torch.float32)
+        >>> {k: tuple(v.shape) for k, v in aug.last_params.items()}
+        {'applied': (8,), 'alpha_r': (8, 5), 'seed': (1,)}
+        >>> torch.equal(aug(x, params=aug.last_params), y)        # the same noise again
+        True
+        >>> bool((y - x).abs().amax() > 0.01)                     # noise was added
+        True
+        >>> bool((NFD(sigma=0.0)(x) - x).abs().amax() < 1e-5)     # sigma = 0: no noise
+        True
     """
 
     def __init__(self, sigma: float = 1.0, p: float = 1.0, bands="paper", *,
@@ -464,7 +574,42 @@ class SpectralAugment(_Sampled):
     Samples where NFD is not applied (``0 < nfd_p < 1``) need a second,
     suppression-only call; with the paper's ``nfd_p = 1`` there is one call.
     ``ps_p = 0`` or ``nfd_p = 0`` (or ``sigma = 0``) leaves that half out.
-    ``params`` = ``{"ps": ..., "nfd": ...}``.
+    ``last_params`` = ``{"ps": ..., "nfd": ...}``, the params of
+    ``PowerSuppression`` and ``NFD``; ``"ps"`` holds what the APS labels are
+    built from.
+
+    Args:
+        ps_p, bands, alpha, radius_scale: ``PowerSuppression``'s ``p``,
+            ``bands``, ``alpha`` and ``radius_scale``.
+        sigma, nfd_p, nfd_bands: ``NFD``'s ``sigma``, ``p`` and ``bands``.
+        same_on_batch: one draw for the whole batch.
+        generator: a ``torch.Generator`` for reproducible draws of both
+            halves (each DataLoader worker gets a stream of its own).
+        backend: ``"auto"``, ``"numpy"``, ``"torch"``, ``"cpp"``, ``"cuda"``
+            or ``"triton"`` (see ``fastfreq.spectral_augment``).
+        clamp: clip the output to ``(0, 1)`` (``True``) or to a ``(lo, hi)``.
+
+    Shape:
+        - Input: ``(B, C, H, W)`` or ``(C, H, W)``, float or uint8, or a
+          tuple / list / dict holding such an image (labels pass through).
+        - Output: the input's structure; the image keeps its shape, dtype,
+          device and memory format.
+
+    Example:
+        >>> import torch
+        >>> from fastfreq import NFD, PowerSuppression, SpectralAugment
+        >>> aug = SpectralAugment(ps_p=1/3, sigma=1.0, generator=torch.Generator().manual_seed(0))
+        >>> x = torch.rand(8, 3, 40, 40, generator=torch.Generator().manual_seed(1))
+        >>> y, label = aug((x, 7))                                # a (image, label) pair
+        >>> y.shape, label
+        (torch.Size([8, 3, 40, 40]), 7)
+        >>> p = aug.last_params
+        >>> sorted(p), sorted(p["ps"]), sorted(p["nfd"])
+        (['nfd', 'ps'], ['alpha', 'applied', 'band'], ['alpha_r', 'applied', 'seed'])
+        >>> # the same as suppression then NFD, in one FFT round trip
+        >>> two = NFD(sigma=1.0)(PowerSuppression()(x, params=p["ps"]), params=p["nfd"])
+        >>> bool((y - two).abs().amax() < 1e-4)
+        True
     """
 
     def __init__(self, ps_p: float = 1 / 3, bands: Sequence[str] = ("L", "M", "H"),

@@ -29,21 +29,61 @@ try:
     from torchvision import tv_tensors
     from torchvision.transforms import v2
     IMPORT_ERROR: str | None = None
-except ImportError as exc:  # optional dependency
+except Exception as exc:  # optional; a torchvision built for another torch raises RuntimeError
     v2 = tv_tensors = None
     IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+
+#: what to install when torchvision is missing or does not import
+TORCHVISION_HINT = (f"install the torchvision built for torch {torch.__version__} (the same "
+                    "release and build: the PyPI torchvision links torch's CUDA libraries and "
+                    "does not import beside a CPU-only torch)")
 
 
 def _require():
     if v2 is None:
-        raise ImportError(f"fastfreq.tv needs torchvision ({IMPORT_ERROR}); "
-                          "`pip install fastfreq[torchvision]`")
+        raise ImportError(f"fastfreq.tv needs torchvision ({IMPORT_ERROR}); {TORCHVISION_HINT}")
 
 
 if v2 is not None:
     class V2(v2.Transform):
         """Wrap a fastfreq module (``PowerSuppression``, ``NFD``,
-        ``SpectralAugment``) as a ``torchvision.transforms.v2.Transform``."""
+        ``SpectralAugment``) as a ``torchvision.transforms.v2.Transform``.
+
+        Every image of one sample gets the same draw; boxes, masks, labels
+        and other entries pass through (torchvision's dispatch).
+
+        Args:
+            module: the fastfreq augmentation module to apply.
+
+        Shape:
+            - Input: a sample as torchvision v2 takes it: ``tv_tensors.Image``
+              / plain tensor images ``(C, H, W)`` or ``(B, C, H, W)``, PIL
+              images of mode ``"L"`` or ``"RGB"``, beside anything else.
+            - Output: the same structure; each image keeps its type (a PIL
+              image comes back as a PIL image of the same mode and size),
+              shape and dtype.
+
+        Example:
+            >>> import torch
+            >>> from PIL import Image
+            >>> from torchvision import tv_tensors
+            >>> from torchvision.transforms import v2
+            >>> from fastfreq import PowerSuppression
+            >>> from fastfreq.tv import V2
+            >>> _ = torch.manual_seed(0)
+            >>> pipeline = v2.Compose([V2(PowerSuppression(p=1.0, alpha=(1.0, 1.0))), v2.ToImage()])
+            >>> pil = Image.fromarray((torch.rand(40, 40, 3) * 255).to(torch.uint8).numpy())
+            >>> out = pipeline(pil)                      # PIL in: augmented, then made an Image
+            >>> type(out).__name__, out.shape, out.dtype
+            ('Image', torch.Size([3, 40, 40]), torch.uint8)
+            >>> bool((out != v2.functional.pil_to_tensor(pil)).any())
+            True
+            >>> image = tv_tensors.Image(torch.rand(3, 40, 40))
+            >>> img, boxes = V2(PowerSuppression(p=1.0))(image, tv_tensors.BoundingBoxes(
+            ...     [[0, 0, 10, 10]], format="XYXY", canvas_size=(40, 40)))
+            >>> type(img).__name__, type(boxes).__name__, boxes.tolist()
+            ('Image', 'BoundingBoxes', [[0, 0, 10, 10]])
+        """
 
         _transformed_types = (tv_tensors.Image, torch.Tensor, PILImage.Image)
         _PIL_MODES = ("L", "RGB")

@@ -1,6 +1,7 @@
 """The build and the README's commands."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -93,6 +94,35 @@ def test_benchmark_precision_on_cuda_without_a_gpu_says_so_in_one_line(tmp_path)
     assert len(lines) == 1 and lines[0].startswith("error: --device cuda: no CUDA GPU"), lines
 
 
+def test_readme_install_keeps_an_installed_torch():
+    """The install section says how to keep a torch that is already there.
+    Checked by hand in a fresh venv with torch==2.13.0 (CPU): the README's
+    `pip install torch torchvision` resolved to torch 2.14.1 with its CUDA
+    libraries (the newest torchvision requires the newest torch), replacing
+    the CPU torch; `pip install torch==2.13.0 torchvision` kept it (with
+    torchvision 0.28.0). Not re-run here: it needs the package index."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "README.md")).read()
+    section = text.split("## Installing without the Makefile", 1)[1].split("\n## ", 1)[0]
+    assert re.search(r"`pip install torch==[0-9.]+ torchvision`", section), section[:600]
+    assert "replace" in section and "leave torchvision out" in section
+
+
+def test_benchmark_aot_without_triton_says_so_in_one_line(tmp_path):
+    """`fastfreq-bench aot` (README: no GPU needed) compiles the Triton kernel:
+    without Triton (a plain `pip install` has none) it was a traceback ending
+    in `No module named 'triton'`; now one error line naming the install."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; sys.modules['triton'] = None  # import triton raises ImportError\n"
+            "from bench.__main__ import main; sys.exit(main(sys.argv[1:]))")
+    out = subprocess.run([sys.executable, "-c", code, "aot", "--out", str(tmp_path)], cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: aot: "), lines
+    assert "pip install 'triton>=3.4'" in lines[0] and "no GPU" in lines[0], lines
+
+
 def _option_actions(ap):
     """(parser, action) for every option of a parser and of its subcommands."""
     import argparse
@@ -127,7 +157,10 @@ def test_every_cli_option_has_help_and_shows_its_default():
 def test_offline_download_says_what_to_do(tmp_path, monkeypatch):
     """No network: one message naming the URL, the folder and the way out
     (before: only `<urlopen error [Errno 111] Connection refused>`)."""
-    tv = pytest.importorskip("torchvision")
+    try:
+        import torchvision as tv
+    except Exception as exc:  # missing, or built for another torch (tests/test_fresh_install.py)
+        pytest.skip(f"torchvision does not import: {type(exc).__name__}: {exc}")
     from train.data import DataError, load_cifar10
 
     # a port nothing listens on: the real download path, refused at once

@@ -96,8 +96,11 @@ def load_cifar10(root: str, split: str = "train", download: bool = False):
                             for p in (root, os.path.join(root, "cifar-10-batches-py"))):
         try:
             import torchvision
-        except ImportError as exc:
-            raise DataError(f"download: needs torchvision ({exc}); {WHERE_FROM}") from None
+        except Exception as exc:  # missing, or built for another torch (a RuntimeError)
+            from fastfreq.tv import TORCHVISION_HINT
+
+            raise DataError(f"download: needs torchvision ({type(exc).__name__}: {exc}); "
+                            f"{TORCHVISION_HINT}. {WHERE_FROM}") from None
         try:
             torchvision.datasets.CIFAR10(root, download=True)
         except OSError as exc:  # offline: urllib's URLError, a refused or reset connection
