@@ -81,15 +81,21 @@ def padded_index(shape, device=None) -> torch.Tensor:
 
 def philox_normal(seed: torch.Tensor, shape, device=None) -> torch.Tensor:
     """Standard normal float32 draws laid out as ``shape``: the kernels' draws
-    for ``seed`` (row-aligned groups along the last dimension)."""
+    for ``seed`` (row-aligned groups along the last dimension). One Philox
+    call per group of four bins, as the kernels make it (computing it per bin
+    did the same work four times over)."""
     device = seed.device if device is None else device
-    idx = padded_index(shape, device).reshape(-1)
-    x, y, z, w = philox4x32_10(idx >> 2, seed.to(device))
-    lane = idx & 3
-    a = torch.where(lane < 2, x, z)
-    b = torch.where(lane < 2, y, w)
-    u1 = _unit(a).clamp_min(1e-7)
-    theta = 6.283185307179586 * _unit(b)
-    r = torch.sqrt(-2.0 * torch.log(u1))
-    out = torch.where((lane & 1) == 1, r * torch.sin(theta), r * torch.cos(theta))
-    return out.reshape(shape)
+    shape = tuple(int(v) for v in shape)
+    n = shape[-1] if shape else 1
+    rows = math.prod(shape[:-1]) if shape else 1
+    G = groups_per_row(n)
+    x, y, z, w = philox4x32_10(torch.arange(rows * G, device=device, dtype=torch.int64),
+                               seed.to(device))
+
+    def pair(a, b):  # Box-Muller of tl.randn4x on one pair of words
+        r = torch.sqrt(-2.0 * torch.log(_unit(a).clamp_min(1e-7)))
+        theta = 6.283185307179586 * _unit(b)
+        return r * torch.cos(theta), r * torch.sin(theta)
+
+    lanes = torch.stack(pair(x, y) + pair(z, w), dim=-1)  # (rows * G, 4): lanes 0..3
+    return lanes.reshape(rows, G * PHILOX_LANES)[:, :n].reshape(shape)
