@@ -20,8 +20,9 @@ constexpr int kTargetThreads = 128;
 // Blocks per SM that the registers must allow (__launch_bounds__): 32x32 and
 // 40x40 3 blocks (<= 168 registers a thread), 64x64 2 (<= 255). The shared
 // memory of planes_per_block planes allows that many on a 228 kB (Hopper) and
-// a 164 kB (A100) SM. 32x32 at 4 blocks (<= 128 registers) spills (measured
-// with bench aot). At least 8 warps per SM each (bench aot --gate).
+// a 164 kB (A100) SM. 32x32 needs 148-168 registers (bench aot, sm_90/sm_80),
+// more than the 128 a 4-block bound allows. At least 8 warps per SM each
+// (bench aot --gate).
 constexpr int min_blocks_per_sm(int HC, int WC) {
   return (HC == 64 || WC == 64) ? 2 : 3;
 }
