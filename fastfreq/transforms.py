@@ -388,8 +388,8 @@ class PowerSuppression(_Augment):
         same_on_batch: one draw for the whole batch.
         generator: a ``torch.Generator`` for reproducible draws (each
             DataLoader worker gets a stream of its own); None: the global RNG.
-        backend: ``"auto"``, ``"numpy"``, ``"torch"``, ``"cpp"``, ``"cuda"``
-            or ``"triton"`` (see ``fastfreq.spectral_augment``).
+        backend: one of ``fastfreq.BACKENDS`` (``"auto"`` by default; see
+            ``fastfreq.spectral_augment``).
         clamp: clip the output to ``(0, 1)`` (``True``) or to a ``(lo, hi)``.
 
     Shape:
@@ -494,8 +494,8 @@ class NFD(_Augment):
         same_on_batch: one draw for the whole batch.
         generator: a ``torch.Generator`` for reproducible draws (each
             DataLoader worker gets a stream of its own); None: the global RNG.
-        backend: ``"auto"``, ``"numpy"``, ``"torch"``, ``"cpp"``, ``"cuda"``
-            or ``"triton"`` (see ``fastfreq.spectral_augment``).
+        backend: one of ``fastfreq.BACKENDS`` (``"auto"`` by default; see
+            ``fastfreq.spectral_augment``).
         clamp: clip the output to ``(0, 1)`` (``True``) or to a ``(lo, hi)``.
 
     Shape:
@@ -585,8 +585,8 @@ class SpectralAugment(_Sampled):
         same_on_batch: one draw for the whole batch.
         generator: a ``torch.Generator`` for reproducible draws of both
             halves (each DataLoader worker gets a stream of its own).
-        backend: ``"auto"``, ``"numpy"``, ``"torch"``, ``"cpp"``, ``"cuda"``
-            or ``"triton"`` (see ``fastfreq.spectral_augment``).
+        backend: one of ``fastfreq.BACKENDS`` (``"auto"`` by default; see
+            ``fastfreq.spectral_augment``).
         clamp: clip the output to ``(0, 1)`` (``True``) or to a ``(lo, hi)``.
 
     Shape:
