@@ -8,6 +8,7 @@
     fastfreq-bench precision --device cuda   # Triton error per precision vs the reference
     fastfreq-bench contention            # CPU: 1/2 threads, quiet and beside a busy process
     fastfreq-bench heatmap               # CPU: batched Fourier heat map vs the peer's loop over bases
+    fastfreq-bench module [--device cuda] # a module forward beside one bare op call, op counts
 
 Writes ``<out>/<device-name>.json`` (device, versions, every figure),
 ``<device-name>.md`` (the table) and ``<device-name>.png`` (images/s vs batch).
@@ -189,9 +190,9 @@ def parser():
                                  formatter_class=_HelpFormatter)
     ap.add_argument("what", nargs="?", default="throughput",
                     choices=["throughput", "e2e", "aot", "precision", "contention",
-                             "heatmap"],
+                             "heatmap", "module"],
                     help="which benchmark")
-    ap.add_argument("--rounds", type=int, default=7, help="contention: interleaved rounds")
+    ap.add_argument("--rounds", type=int, default=7, help="contention, module: interleaved rounds")
     ap.add_argument("--batch", type=int, default=1024, help="contention: images per call")
     ap.add_argument("--size", type=int, default=40, help="contention: image side")
     ap.add_argument("--arch", type=int, nargs="+", default=[90], help="aot: SM architectures (90, 80)")
@@ -201,7 +202,7 @@ def parser():
     ap.add_argument("--quick", action="store_true", help="a small grid")
     ap.add_argument("--batches", type=int, nargs="+",
                     help="throughput: batch sizes (default: 1 128 1024 2048 on CPU, 1 128 1024 8192 "
-                         "on CUDA, 128 1024 with --quick)")
+                         "on CUDA, 128 1024 with --quick); module: 128 512")
     ap.add_argument("--sizes", type=int, nargs="+",
                     help="throughput: image sides (default: 32 40 64; 40 with --quick)")
     ap.add_argument("--dtypes", nargs="+", choices=["float32", "float16", "bfloat16", "float64"],
@@ -248,6 +249,10 @@ def main(argv=None):
         from . import contention
 
         contention.run(a)
+    elif a.what == "module":
+        from . import module
+
+        module.run(a)
     elif a.what == "heatmap":
         from . import heatmap
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <tuple>
 
+#include "spectral_checks.h"
 #include "spectral_common.h"
 
 TORCH_LIBRARY(fastfreq, m) {
@@ -21,6 +22,18 @@ TORCH_LIBRARY(fastfreq, m) {
       "spectral_augment_fused(Tensor x, Tensor? band, Tensor? alpha, Tensor? alpha_r, "
       "Tensor? noise, Tensor? seed, float[] nfd_edges, float sigma, float radius_scale) -> Tensor");
   m.def("philox_normal(Tensor seed, int[] shape) -> Tensor");
+  // per-image parameters drawn from a Philox key (csrc/param_draw.h): a
+  // (batch, 4 + n_bands) float32 tensor on seed's device
+  m.def(
+      "draw_params(Tensor seed, int batch, float ps_p, int[] ps_bands, float alpha_lo, "
+      "float alpha_hi, float nfd_p, int n_bands, bool same_on_batch) -> Tensor");
+  // one call per module forward: the draw, the augmentation (single_pass:
+  // spectral_augment_fused) and the per-image selection; returns
+  // (output, the drawn rows)
+  m.def(
+      "spectral_augment_sampled(Tensor x, Tensor seed, float ps_p, int[] ps_bands, "
+      "float alpha_lo, float alpha_hi, float nfd_p, float[] nfd_edges, float sigma, "
+      "float radius_scale, bool same_on_batch, bool single_pass) -> (Tensor, Tensor)");
 }
 
 namespace fastfreq {
@@ -51,7 +64,69 @@ bool cuda_kernel_image_ok(int64_t) { return false; }
 #endif
 
 void register_single_pass_tests(pybind11::module& m);  // csrc/cpu/single_pass.cpp
+
+namespace {
+using AugmentFn = at::Tensor(const at::Tensor&, const c10::optional<at::Tensor>&,
+                             const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&,
+                             const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&,
+                             at::ArrayRef<double>, double, double);
+using DrawFn = at::Tensor(const at::Tensor&, int64_t, double, at::IntArrayRef, double, double, double,
+                          int64_t, bool);
+
+// Device-independent: every piece goes through the dispatcher (the CPU or
+// CUDA kernels, their autograd formulas), so gradients reach x as through
+// spectral_augment, and nothing here reads a value on the host.
+std::tuple<at::Tensor, at::Tensor> spectral_augment_sampled(
+    const at::Tensor& x, const at::Tensor& seed, double ps_p, at::IntArrayRef ps_bands,
+    double alpha_lo, double alpha_hi, double nfd_p, at::ArrayRef<double> nfd_edges, double sigma,
+    double radius_scale, bool same_on_batch, bool single_pass) {
+  FF_CHECK(x.dim() == 4, "fastfreq: x must be (B, C, H, W), got ", x.sizes());
+  FF_CHECK(nfd_edges.size() % 2 == 0, "fastfreq: nfd_edges must hold (a, b) pairs, got ",
+           static_cast<int64_t>(nfd_edges.size()), " values");
+  FF_CHECK(seed.device() == x.device(), "fastfreq: seed must be on x's device");
+  const int64_t n_bands = static_cast<int64_t>(nfd_edges.size() / 2);
+  static const auto draw = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("fastfreq::draw_params", "")
+                               .typed<DrawFn>();
+  at::Tensor rows = draw.call(seed, x.size(0), ps_p, ps_bands, alpha_lo, alpha_hi, nfd_p, n_bands,
+                              same_on_batch);
+  const bool use_ps = ps_p > 0.0, use_nfd = nfd_p > 0.0 && sigma > 0.0 && n_bands > 0;
+  if (!use_ps && !use_nfd) return {x.clone(), rows};
+  static const auto fused = c10::Dispatcher::singleton()
+                                .findSchemaOrThrow("fastfreq::spectral_augment_fused", "")
+                                .typed<AugmentFn>();
+  static const auto unfused = c10::Dispatcher::singleton()
+                                  .findSchemaOrThrow("fastfreq::spectral_augment", "")
+                                  .typed<AugmentFn>();
+  const auto& op = single_pass ? fused : unfused;
+  const auto none = c10::optional<at::Tensor>();
+  const auto band = use_ps ? c10::optional<at::Tensor>(rows.select(1, 1).to(at::kLong)) : none;
+  // alpha is 0 where suppression was not drawn: the gain is then exactly 1
+  const auto alpha = use_ps ? c10::optional<at::Tensor>(rows.select(1, 2)) : none;
+  const auto alpha_r =
+      use_nfd ? c10::optional<at::Tensor>(rows.narrow(1, kParamHead, n_bands)) : none;
+  at::Tensor out = op.call(x, band, alpha, alpha_r, none, use_nfd ? c10::optional<at::Tensor>(seed) : none,
+                           nfd_edges, sigma, radius_scale);
+  auto per_image = [&](int col) { return rows.select(1, col).to(at::kBool).view({-1, 1, 1, 1}); };
+  // images a transform did not draw come back as they were
+  if (use_nfd && nfd_p < 1.0) {
+    const at::Tensor rest =
+        use_ps ? at::where(per_image(0), op.call(x, band, alpha, none, none, none, nfd_edges, sigma,
+                                                 radius_scale),
+                           x)
+               : x;
+    out = at::where(per_image(3), out, rest);
+  } else if (!use_nfd) {
+    out = at::where(per_image(0), out, x);
+  }
+  return {out, rows};
+}
+}  // namespace
 }  // namespace fastfreq
+
+TORCH_LIBRARY_IMPL(fastfreq, CompositeImplicitAutograd, m) {
+  m.impl("spectral_augment_sampled", &fastfreq::spectral_augment_sampled);
+}
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("built_with_cuda", &fastfreq::built_with_cuda,

@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "param_draw.h"
 #include "spectral_common.h"
 
 namespace fastfreq {
@@ -135,6 +136,39 @@ inline void check_philox_args(const at::Tensor& seed, at::IntArrayRef shape) {
            "fastfreq: seed must be an int64 tensor with one element, got ", seed.scalar_type(),
            " ", seed.sizes());
   for (auto d : shape) FF_CHECK(d >= 0, "fastfreq: shape must be non-negative, got ", shape);
+}
+
+// fastfreq::draw_params arguments -> DrawSettings (every value checked: the
+// Python modules validate first, with their own messages).
+inline DrawSettings pack_draw_settings(const at::Tensor& seed, int64_t batch, double ps_p,
+                                       at::IntArrayRef ps_bands, double alpha_lo, double alpha_hi,
+                                       double nfd_p, int64_t n_bands, bool same_on_batch) {
+  FF_CHECK(seed.scalar_type() == at::kLong && seed.numel() == 1,
+           "fastfreq: seed must be an int64 tensor with one element, got ", seed.scalar_type(),
+           " ", seed.sizes());
+  FF_CHECK(batch >= 0, "fastfreq: batch must be non-negative, got ", batch);
+  FF_CHECK(ps_p >= 0.0 && ps_p <= 1.0, "fastfreq: ps_p must be in [0, 1], got ", ps_p);
+  FF_CHECK(nfd_p >= 0.0 && nfd_p <= 1.0, "fastfreq: nfd_p must be in [0, 1], got ", nfd_p);
+  FF_CHECK(!ps_bands.empty() && ps_bands.size() <= static_cast<size_t>(kMaxPsBands),
+           "fastfreq: ps_bands must hold 1 to ", kMaxPsBands, " band ids, got ", ps_bands);
+  FF_CHECK(alpha_lo >= 0.0 && alpha_lo <= alpha_hi && alpha_hi <= 1.0,
+           "fastfreq: alpha range must satisfy 0 <= lo <= hi <= 1, got ", alpha_lo, ", ", alpha_hi);
+  FF_CHECK(n_bands >= 0 && n_bands <= kMaxNfdBands, "fastfreq: n_bands must be in [0, ",
+           kMaxNfdBands, "], got ", n_bands);
+  DrawSettings s;
+  s.ps_thr = static_cast<uint32_t>(ps_p * 16777216.0 + 0.5);
+  s.nfd_thr = static_cast<uint32_t>(nfd_p * 16777216.0 + 0.5);
+  s.n_ps_bands = static_cast<int>(ps_bands.size());
+  for (size_t k = 0; k < ps_bands.size(); ++k) {
+    FF_CHECK(ps_bands[k] >= 0 && ps_bands[k] <= 2, "fastfreq: ps_bands must be ids in {0, 1, 2}, got ",
+             ps_bands);
+    s.ps_band_ids[k] = static_cast<int>(ps_bands[k]);
+  }
+  s.alpha_lo = static_cast<float>(alpha_lo);
+  s.alpha_span = static_cast<float>(alpha_hi) - static_cast<float>(alpha_lo);
+  s.n_bands = static_cast<int>(n_bands);
+  s.same_on_batch = same_on_batch;
+  return s;
 }
 
 // Float32 compute for reduced and single precision, float64 for double.

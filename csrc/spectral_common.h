@@ -125,14 +125,17 @@ FF_HD void augment_bin(T& re, T& im, T gain, T n, T eps) {
 
 // ---------------------------------------------------------------- noise
 // Counter-based Philox4x32-10 (Salmon et al., 2011) with the conventions of
-// Triton's tl.randint4x / tl.randn4x: key = 64-bit seed, counter = (c, 0, 0, 0).
+// Triton's tl.randint4x / tl.randn4x: key = 64-bit seed, counter = (c, 0, 0, 0)
+// for the noise.
 struct U32x4 {
   uint32_t x, y, z, w;
 };
 
-FF_HD U32x4 philox4x32_10(uint32_t c0, uint32_t c1, uint64_t seed) {
+// c2 (0 for the noise) is the third counter word: the per-image parameter
+// draws (csrc/param_draw.h) use c2 = 1, 2 so they never meet a noise counter.
+FF_HD U32x4 philox4x32_10(uint32_t c0, uint32_t c1, uint64_t seed, uint32_t c2 = 0) {
   uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-  uint32_t x = c0, y = c1, z = 0, w = 0;
+  uint32_t x = c0, y = c1, z = c2, w = 0;
 #pragma unroll
   for (int i = 0; i < 10; ++i) {
     const uint64_t pa = static_cast<uint64_t>(0xD2511F53u) * x;

@@ -18,7 +18,9 @@ import torch
 
 from . import _checks as chk
 from .backends import NumpyFn, ext, numpy_ref, single_pass, torch_fft, triton_kernel
-from .backends import kernel_seed
+from .backends import draw_seed, kernel_seed
+from .philox import MAX_PS_BANDS, PARAM_HEAD, DrawSettings
+from .philox import draw_params as philox_draw_params
 from .constants import (BACKENDS, FLOAT32_SUM_LIMIT, FLOAT64_SUM_LIMIT, PAPER_BANDS,
                         SINGLE_PASS_MAX_SIDE)
 
@@ -72,8 +74,9 @@ def _in_graph_check(ok: torch.Tensor, msg: str) -> None:
 
 
 def _check_range(t: torch.Tensor, name: str, lo, hi) -> None:
-    """Value checks; one host sync on GPU tensors (modules that generate their
-    own parameters skip them)."""
+    """The value check of one argument, raising with its message (the
+    explanation a failed ``_ValueChecks`` flag gets; inside torch.compile an
+    in-graph check)."""
     if torch.compiler.is_compiling():
         if t.numel():  # NaN fails both comparisons
             _in_graph_check(((t >= lo) & (t <= hi)).all(), f"{name}: expected finite values in "
@@ -86,11 +89,16 @@ def _check_range(t: torch.Tensor, name: str, lo, hi) -> None:
                          f"{t.min().item()}, max {t.max().item()}")
 
 
+def _magnitude_limit(x: torch.Tensor) -> float:
+    H, W = x.shape[-2:]
+    return (FLOAT64_SUM_LIMIT if x.dtype == torch.float64 else FLOAT32_SUM_LIMIT) / (H * W)
+
+
 def _check_magnitude(x: torch.Tensor) -> None:
-    """Images the FFT can sum without overflow (one reduction, one host sync)."""
+    """Images the FFT can sum without overflow, raising with the message."""
     H, W = x.shape[-2:]
     f64 = x.dtype == torch.float64
-    limit = (FLOAT64_SUM_LIMIT if f64 else FLOAT32_SUM_LIMIT) / (H * W)
+    limit = _magnitude_limit(x)
     if torch.compiler.is_compiling():  # NaN and Inf fail the comparison
         _in_graph_check(x.detach().abs().amax() <= limit, f"x: expected finite values with "
                         f"magnitudes up to {limit:.3g} for {H}x{W} images; rescale the images")
@@ -102,6 +110,54 @@ def _check_magnitude(x: torch.Tensor) -> None:
         raise ValueError(f"x: magnitudes up to {limit:.3g} are supported for {H}x{W} images "
                          f"(the FFT sums H*W values in {'float64' if f64 else 'float32'}), "
                          f"got max |x| = {peak:.3g}; rescale the images")
+
+
+def _read_flags(flags: torch.Tensor) -> list:
+    """The one host read of a checked call (a sync on a GPU): every value
+    check's flag at once."""
+    return flags.tolist()
+
+
+class _ValueChecks:
+    """Value checks of one call, reduced on the device to one flag per check
+    and read together (one host sync on a GPU, whatever the number of
+    arguments); only when a flag is set does its explanation run (and read
+    the values) to raise the error that names the argument. Inside
+    ``torch.compile`` each check is an in-graph assert instead."""
+
+    def __init__(self):
+        self.items = []  # (bad: 0-dim bool tensor, explain: callable that raises)
+
+    def add(self, bad: torch.Tensor, explain) -> None:
+        if torch.compiler.is_compiling():
+            explain()  # the in-graph form; nothing is read on the host
+            return
+        self.items.append((bad, explain))
+
+    def range(self, t: torch.Tensor, name: str, lo, hi) -> None:
+        if t.numel() or torch.compiler.is_compiling():
+            self.add(~((t >= lo) & (t <= hi)).all(), lambda: _check_range(t, name, lo, hi))
+
+    def magnitude(self, x: torch.Tensor) -> None:
+        # NaN fails the comparison, so it is flagged as well
+        self.add(~(x.detach().abs().amax() <= _magnitude_limit(x)), lambda: _check_magnitude(x))
+
+    def finite(self, t: torch.Tensor, name: str) -> None:
+        def explain():
+            if torch.compiler.is_compiling():
+                _in_graph_check(torch.isfinite(t).all(), f"{name}: expected finite values")
+            elif not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name}: expected finite values, got NaN or Inf")
+        self.add(~torch.isfinite(t).all(), explain)
+
+    def run(self) -> None:
+        if not self.items:
+            return
+        flags = _read_flags(torch.stack([bad.reshape(()) for bad, _ in self.items]))
+        for (_, explain), hit in zip(self.items, flags):
+            if hit:
+                explain()
+                raise AssertionError("a value check's flag and its explanation disagree")
 
 
 class SizeWarning(UserWarning):
@@ -159,8 +215,9 @@ def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, gen
     # under torch.func transforms (vmap cannot read values on the host) the
     # value checks are left out, as with check_values=False
     check_values = check_values and not torch._C._are_functorch_transforms_active()
+    checks = _ValueChecks()
     if check_values and x.numel():
-        _check_magnitude(x)
+        checks.magnitude(x)
 
     if chk.ps_requested(band, alpha):
         if isinstance(band, (str, numbers.Integral)):
@@ -178,8 +235,8 @@ def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, gen
             if t.shape != (B,):
                 raise ValueError(f"{name}: expected shape ({B},), got {tuple(t.shape)}")
         if check_values:
-            _check_range(band, "band", 0, 2)
-            _check_range(alpha, "alpha", 0.0, 1.0)
+            checks.range(band, "band", 0, 2)
+            checks.range(alpha, "alpha", 0.0, 1.0)
 
     if alpha_r is not None:
         alpha_r = _tensor_on(alpha_r, "alpha_r", dev)
@@ -189,7 +246,7 @@ def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, gen
             raise ValueError(f"alpha_r: expected shape ({B}, {len(bands)}) for {len(bands)} "
                              f"NFD bands, got {tuple(alpha_r.shape)}")
         if check_values:
-            _check_range(alpha_r, "alpha_r", 0.0, 1.0)
+            checks.range(alpha_r, "alpha_r", 0.0, 1.0)
         if noise is not None:
             noise = _tensor_on(noise, "noise", dev)
             want = (B, C, H, W // 2 + 1)
@@ -198,10 +255,8 @@ def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, gen
             if tuple(noise.shape) != want:
                 raise ValueError(f"noise: expected the half-spectrum shape {want}, "
                                  f"got {tuple(noise.shape)}")
-            if check_values and torch.compiler.is_compiling():
-                _in_graph_check(torch.isfinite(noise).all(), "noise: expected finite values")
-            elif check_values and not bool(torch.isfinite(noise).all()):
-                raise ValueError("noise: expected finite values, got NaN or Inf")
+            if check_values:
+                checks.finite(noise, "noise")
     elif noise is not None:
         raise ValueError("noise: given without alpha_r; NFD needs control weights alpha_r")
 
@@ -219,7 +274,9 @@ def _prepare(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, gen
         if seed.dtype != torch.int64 or seed.numel() != 1:
             raise ValueError(f"seed: expected an int or an int64 tensor with one element, got "
                              f"{seed.dtype} of shape {tuple(seed.shape)}")
-        seed = seed.reshape(1)
+        if seed.dim() != 1:  # (a reshape is an op of its own on every call)
+            seed = seed.reshape(1)
+    checks.run()  # every value check above: one host read
     _warn_size(H, W, band is not None, radius_scale, bands if alpha_r is not None else None)
     if torch.is_grad_enabled() and not torch.compiler.is_compiling():
         wanting = [n for n, t in (("alpha", alpha), ("alpha_r", alpha_r), ("noise", noise))
@@ -479,3 +536,119 @@ def nfd(x, alpha_r, noise=None, sigma=1.0, *, nfd_bands=PAPER_BANDS, generator=N
     return spectral_augment(x, alpha_r=alpha_r, noise=noise, sigma=sigma, nfd_bands=nfd_bands,
                             generator=generator, backend=backend, seed=seed, precision=precision,
                             check_values=check_values)
+
+
+def _draw_rows(name: str, seed: torch.Tensor, batch: int, settings) -> torch.Tensor:
+    """The parameter rows for ``seed`` as backend ``name`` draws them: the
+    NumPy reference's own Philox for numpy, torch ops for torch, the compiled
+    op elsewhere (the same bits on every backend; tests/test_draws.py)."""
+    if name == "numpy":
+        return numpy_ref.draw_params(seed, batch, settings)
+    dev = seed.device.type
+    compiled = ext.available() and (dev == "cpu" or (dev == "cuda" and ext.has_cuda()
+                                                     and ext.kernel_image_ok(seed.device)))
+    if name != "torch" and compiled and not torch._C._are_functorch_transforms_active():
+        return ext.draw_params(seed, batch, settings)
+    return philox_draw_params(seed, batch, settings)
+
+
+def _sampled_composite(a: _Args, name: str, settings, precision):
+    """The in-op draw for the backends without a compiled one-call op (numpy,
+    torch, triton; every backend under torch.func): the same rows and the
+    same selection as ``fastfreq::spectral_augment_sampled``."""
+    s, x = settings, a.x
+    rows = _draw_rows(name, a.seed, x.shape[0], s)
+    n = len(a.nfd_bands)
+    use_ps = s.ps_p > 0
+    use_nfd = s.nfd_p > 0 and a.sigma > 0 and n > 0
+    if not (use_ps or use_nfd):
+        return x.clone(), rows
+    band = rows[:, 1].to(torch.int64) if use_ps else None
+    alpha = rows[:, 2] if use_ps else None
+
+    def call(alpha_r, seed):
+        # (without NFD the bands are not read; the backends take a valid set)
+        return _dispatch(_Args(x, band, alpha, alpha_r, None, a.sigma, a.radius_scale,
+                               a.nfd_bands or PAPER_BANDS, None, seed), name, precision)
+
+    out = call(rows[:, PARAM_HEAD:] if use_nfd else None, a.seed if use_nfd else None)
+    on = rows[:, :PARAM_HEAD].to(torch.bool)[:, :, None, None, None]
+    if use_nfd and s.nfd_p < 1:
+        rest = torch.where(on[:, 0], call(None, None), x) if use_ps else x
+        out = torch.where(on[:, 3], out, rest)
+    elif not use_nfd:
+        out = torch.where(on[:, 0], out, x)
+    return out, rows
+
+
+def spectral_augment_sampled(x, seed=None, *, ps_p=1 / 3, bands=("L", "M", "H"), alpha=(0.0, 1.0),
+                             nfd_p=1.0, sigma=1.0, radius_scale=1.0, nfd_bands=PAPER_BANDS,
+                             same_on_batch=False, generator=None, backend="auto", precision=None,
+                             check_values=True):
+    """Power suppression and NFD with every image's parameters drawn inside
+    the op from a Philox key: what the modules run, in one op call on the
+    compiled backends (cpp, cuda, single_pass), with no host sync.
+
+    Image i draws from counter i (image 0 for every image with
+    ``same_on_batch``) under the key ``seed`` (csrc/param_draw.h): suppression
+    with probability ``ps_p``, its band uniform over ``bands`` and ``alpha ~
+    U(alpha)``; NFD with probability ``nfd_p``, control weights by Section
+    3.3's rule (one entry ``U(0, 1)``, the others 0 or 1 with probability
+    1/2); the noise is the Philox draw of the same key. Every backend draws the
+    same parameters for a seed (bit for bit) and the same noise (to the
+    stated float32 bound, ``fastfreq.constants.NOISE_DRAW_BOUND``). Images a
+    transform did not draw come back unchanged by it (exactly ``x`` when
+    neither was drawn).
+
+    Returns ``(out, rows)``: rows is a ``(B, 4 + len(nfd_bands))`` float32
+    tensor ``[ps_applied, band, alpha, nfd_applied, alpha_r...]`` (alpha 0
+    where suppression was not drawn), which ``fastfreq.transforms.split_rows``
+    turns into the modules' ``last_params``.
+
+    seed: an int or an int64 tensor with one element on x's device; None
+        draws one from ``generator`` (or the device's default generator) on
+        the device. The other arguments are ``spectral_augment``'s and the
+        modules' (``ps_p``/``nfd_p`` = 0 or ``sigma`` = 0 leave a transform
+        out; ``nfd_bands=None`` leaves NFD and its columns out).
+
+    Example:
+        >>> import torch, fastfreq
+        >>> x = torch.rand(6, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+        >>> y, rows = fastfreq.spectral_augment_sampled(x, seed=3)
+        >>> rows.shape
+        torch.Size([6, 9])
+        >>> y2, rows2 = fastfreq.spectral_augment_sampled(x, seed=3, backend="numpy")
+        >>> torch.equal(rows, rows2), bool((y - y2).abs().amax() < 1e-4)
+        (True, True)
+    """
+    x4, unbatch = _batched(x)
+    chk.probability(ps_p, "ps_p")
+    chk.probability(nfd_p, "nfd_p")
+    if (isinstance(bands, (str, bytes)) or not hasattr(bands, "__len__")
+            or not 1 <= len(bands) <= MAX_PS_BANDS):
+        raise ValueError(f"bands: expected a sequence of 1 to {MAX_PS_BANDS} of 'L', 'M', 'H' "
+                         f"(repeats weight a band), got {bands!r}")
+    band_ids = tuple(chk.band_id(b) for b in bands)
+    alpha = chk.unit_range(alpha, "alpha")
+    if seed is None:
+        if not isinstance(x4, torch.Tensor):
+            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+        seed = draw_seed(x4.device, chk.generator(generator))
+    a = _prepare(x4, None, None, None, None, sigma, radius_scale,
+                 PAPER_BANDS if nfd_bands is None else nfd_bands, None, check_values, seed)
+    if nfd_bands is None:  # no NFD: no control-weight columns
+        a.nfd_bands = ()
+    if precision is not None and precision not in triton_kernel.PRECISIONS:
+        raise ValueError(f"precision: expected one of {triton_kernel.PRECISIONS} or None, "
+                         f"got {precision!r}")
+    settings = DrawSettings(float(ps_p), band_ids, alpha, float(nfd_p), len(a.nfd_bands),
+                            bool(same_on_batch))
+    H, W = x4.shape[-2:]
+    _warn_size(H, W, ps_p > 0, a.radius_scale, a.nfd_bands if nfd_p > 0 and a.nfd_bands else None)
+    name = resolve_backend(backend, x4)
+    if name in ("cpp", "cuda", "single_pass") and not torch._C._are_functorch_transforms_active():
+        out, rows = ext.spectral_augment_sampled(x4, a.seed, settings, a.sigma, a.radius_scale,
+                                                 a.nfd_bands, single_pass=name == "single_pass")
+    else:
+        out, rows = _sampled_composite(a, name, settings, precision)
+    return unbatch(_in_format_of(out, x4)), rows

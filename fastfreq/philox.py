@@ -16,7 +16,9 @@ draw. The uniforms are identical; the normals agree to float32 rounding
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .constants import PHILOX_LANES
@@ -38,15 +40,16 @@ def _umul32(a: int, b: torch.Tensor):
     return hi & _M32, lo & _M32
 
 
-def philox4x32_10(counter: torch.Tensor, seed: torch.Tensor):
-    """Four uint32 outputs (as int64 tensors) for counters ``(counter, 0, 0, 0)``
-    and key ``seed`` (int64 tensor with one element)."""
+def philox4x32_10(counter: torch.Tensor, seed: torch.Tensor, stream: int = 0):
+    """Four uint32 outputs (as int64 tensors) for counters ``(counter, stream, 0)``
+    (the 64-bit counter in the first two words; stream 0 is the noise, 1 and 2
+    the parameter draws) and key ``seed`` (int64 tensor with one element)."""
     seed = seed.reshape(()).to(torch.int64)
     k0 = seed & _M32
     k1 = (seed >> 32) & _M32
     x = counter & _M32
     y = (counter >> 32) & _M32
-    z = torch.zeros_like(x)
+    z = torch.full_like(x, int(stream) & _M32)
     w = torch.zeros_like(x)
     for _ in range(10):
         hi_a, lo_a = _umul32(0xD2511F53, x)
@@ -99,3 +102,78 @@ def philox_normal(seed: torch.Tensor, shape, device=None) -> torch.Tensor:
 
     lanes = torch.stack(pair(x, y) + pair(z, w), dim=-1)  # (rows * G, 4): lanes 0..3
     return lanes.reshape(rows, G * PHILOX_LANES)[:, :n].reshape(shape)
+
+
+# ------------------------------------------------------- per-image parameters
+#: float32 columns before the NFD control weights in a row of drawn parameters
+PARAM_HEAD = 4
+#: most band ids a suppression draw picks among (``kMaxPsBands``)
+MAX_PS_BANDS = 8
+_STREAM_PS, _STREAM_NFD = 1, 2
+_U24 = 5.9604644775390625e-08  # 2 ** -24
+
+
+@dataclass(frozen=True)
+class DrawSettings:
+    """The sampling rules of the modules, as the in-op draws take them
+    (csrc/param_draw.h describes the draw):
+
+    ps_p: probability of power suppression; ps_bands: the band ids drawn
+    from, uniformly; alpha: ``(lo, hi)`` of ``alpha ~ U(lo, hi)``; nfd_p:
+    probability of NFD; n_bands: NFD bands (columns of alpha_r, 0 for none);
+    same_on_batch: one draw (image 0's) for every image."""
+    ps_p: float = 1 / 3
+    ps_bands: tuple = (0, 1, 2)
+    alpha: tuple = (0.0, 1.0)
+    nfd_p: float = 1.0
+    n_bands: int = 5
+    same_on_batch: bool = False
+
+    def thresholds(self) -> tuple[int, int]:
+        """``round(p * 2^24)`` of PS and NFD: applied when ``u24 < thr``."""
+        return int(self.ps_p * 16777216.0 + 0.5), int(self.nfd_p * 16777216.0 + 0.5)
+
+    def alpha_lo_span(self) -> tuple[float, float]:
+        """``lo`` and ``hi - lo`` rounded to float32 as the kernels hold them."""
+        lo, hi = (float(np.float32(v)) for v in self.alpha)
+        return lo, float(np.float32(hi) - np.float32(lo))
+
+    def op_args(self) -> tuple:
+        """The trailing arguments of ``torch.ops.fastfreq.draw_params``."""
+        return (float(self.ps_p), [int(b) for b in self.ps_bands], float(self.alpha[0]),
+                float(self.alpha[1]), float(self.nfd_p), int(self.n_bands),
+                bool(self.same_on_batch))
+
+
+def draw_params(seed: torch.Tensor, batch: int, settings: DrawSettings, device=None) -> torch.Tensor:
+    """The ``(batch, PARAM_HEAD + n_bands)`` float32 rows
+    ``[ps_applied, band, alpha, nfd_applied, alpha_r...]`` that
+    ``torch.ops.fastfreq.draw_params`` computes for ``seed``, with tensor ops
+    (on seed's device, no host sync): the same bits."""
+    device = seed.device if device is None else torch.device(device)
+    seed = seed.to(device)
+    s = settings
+    idx = torch.arange(batch, device=device, dtype=torch.int64)
+    if s.same_on_batch:
+        idx = torch.zeros_like(idx)
+    ps_thr, nfd_thr = s.thresholds()
+    lo, span = s.alpha_lo_span()
+    a = philox4x32_10(idx, seed, _STREAM_PS)
+    ps_on = (a[0] >> 8) < ps_thr
+    pick = ((a[1] >> 8) * len(s.ps_bands)) >> 24  # in [0, len): no index leaves the table
+    # the pick mapped to band ids with scalars (no host-to-device copy)
+    band = torch.full(pick.shape, float(s.ps_bands[0]), device=device)
+    for j, bid in enumerate(s.ps_bands[1:], 1):
+        band = torch.where(pick == j, float(bid), band)
+    u_ps = (a[2] >> 8).to(torch.float32) * _U24
+    alpha = torch.where(ps_on, lo + span * u_ps, 0.0)
+    b = philox4x32_10(idx, seed, _STREAM_NFD)
+    nfd_on = (b[0] >> 8) < nfd_thr
+    cols = [ps_on.to(torch.float32), band, alpha, nfd_on.to(torch.float32)]
+    if s.n_bands:
+        j = ((b[1] >> 8) * s.n_bands) >> 24
+        u = (b[2] >> 8).to(torch.float32) * _U24
+        k = torch.arange(s.n_bands, device=device, dtype=torch.int64)
+        bits = ((b[3][:, None] >> k) & 1).to(torch.float32)
+        cols.append(torch.where(k == j[:, None], u[:, None], bits))
+    return torch.cat([c.reshape(batch, -1) for c in cols], dim=1)

@@ -195,6 +195,67 @@ def sample_control_weights(rng: np.random.Generator, batch: int, n_bands: int = 
     return weights
 
 
+# ---------------------------------------------------------------------------
+# Per-image parameters from a Philox key (the in-op draws)
+# ---------------------------------------------------------------------------
+# Written from the Philox4x32-10 definition (Salmon et al., 2011) and the draw
+# rules of csrc/param_draw.h, with NumPy uint64 arithmetic; it shares no code
+# with fastfreq/philox.py or the C++ header, which the tests compare it with.
+_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+
+
+def philox_words(counter, key: int, stream: int = 0) -> np.ndarray:
+    """Philox4x32-10 of counters ``(counter_lo, counter_hi, stream, 0)`` under
+    the 64-bit ``key``: ``(n, 4)`` uint64 array of 32-bit words."""
+    m32 = np.uint64(0xFFFFFFFF)
+    c = np.asarray(counter, dtype=np.uint64)
+    key = int(key) % 2 ** 64
+    k0, k1 = np.uint64(key & 0xFFFFFFFF), np.uint64(key >> 32)
+    x0, x1 = c & m32, c >> np.uint64(32)
+    x2 = np.full_like(c, np.uint64(stream & 0xFFFFFFFF))
+    x3 = np.zeros_like(c)
+    for _ in range(10):
+        p0 = np.uint64(_PHILOX_M[0]) * x0  # < 2**64: both factors < 2**32
+        p1 = np.uint64(_PHILOX_M[1]) * x2
+        x0, x1, x2, x3 = ((p1 >> np.uint64(32)) ^ x1 ^ k0, p1 & m32,
+                          (p0 >> np.uint64(32)) ^ x3 ^ k1, p0 & m32)
+        k0 = (k0 + np.uint64(_PHILOX_W[0])) & m32
+        k1 = (k1 + np.uint64(_PHILOX_W[1])) & m32
+    return np.stack([x0, x1, x2, x3], axis=-1)
+
+
+def draw_params(key: int, batch: int, *, ps_p: float, ps_bands=(0, 1, 2), alpha=(0.0, 1.0),
+                nfd_p: float = 1.0, n_bands: int = 5, same_on_batch: bool = False) -> np.ndarray:
+    """Rows ``[ps_applied, band, alpha, nfd_applied, alpha_r...]`` (float32)
+    of every image: image i (0 under ``same_on_batch``) takes the Philox words
+    of counter i, stream 1 (suppression) and 2 (NFD); a word's top 24 bits
+    ``u24`` decide: applied iff ``u24 < round(p 2^24)``, a pick among n is
+    ``(u24 n) >> 24``, a uniform is ``u24 / 2^24``. The NFD weights follow
+    Section 3.3: entry j (picked) is uniform, entry k != j is bit k of the
+    fourth word."""
+    idx = np.zeros(batch, np.uint64) if same_on_batch else np.arange(batch, dtype=np.uint64)
+    ps = philox_words(idx, key, 1) >> np.uint64(8)
+    nf = philox_words(idx, key, 2)
+    f32 = np.float32
+    ps_on = ps[:, 0] < np.uint64(int(ps_p * 16777216.0 + 0.5))
+    pick = (ps[:, 1] * np.uint64(len(ps_bands))) >> np.uint64(24)
+    band = np.asarray(ps_bands, np.float32)[pick.astype(np.int64)]
+    lo, hi = f32(alpha[0]), f32(alpha[1])
+    u = ps[:, 2].astype(np.float32) * f32(2.0 ** -24)
+    a = np.where(ps_on, lo + (hi - lo) * u, f32(0)).astype(np.float32)
+    nfd_on = (nf[:, 0] >> np.uint64(8)) < np.uint64(int(nfd_p * 16777216.0 + 0.5))
+    out = np.zeros((batch, 4 + n_bands), np.float32)
+    out[:, 0], out[:, 1], out[:, 2], out[:, 3] = ps_on, band, a, nfd_on
+    if n_bands:
+        j = ((nf[:, 1] >> np.uint64(8)) * np.uint64(n_bands)) >> np.uint64(24)
+        u_r = (nf[:, 2] >> np.uint64(8)).astype(np.float32) * f32(2.0 ** -24)
+        for k in range(n_bands):
+            bit = ((nf[:, 3] >> np.uint64(k)) & np.uint64(1)).astype(np.float32)
+            out[:, 4 + k] = np.where(j == k, u_r, bit)
+    return out
+
+
 def nfd_hill(s, a: float, b: float):
     """Eq. 13: s - a + 1 on [a-1, a); 1 on [a, b); b - s + 1 on [b, b+1); 0 else."""
     s = _f64(s)

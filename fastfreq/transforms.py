@@ -14,7 +14,10 @@ adds the same noise on every backend).
 * which entry of a structure is the image: every ``torchvision.tv_tensors.Image``
   if there is one, else the first plain tensor with 3 or 4 dimensions
   (torchvision's rule); labels and other entries pass through unchanged;
-* ``p`` applies per sample with ``torch.where`` (no host sync),
+* a forward is one call of ``fastfreq.spectral_augment_sampled``: the module
+  draws one Philox key on the device and the op draws every image's
+  parameters from it (``p`` included), applies them and returns the rows
+  that ``last_params`` is built from when read (no host sync);
   ``same_on_batch`` draws one set for the whole batch, ``clamp`` clips the
   output to ``(lo, hi)`` (``True``: ``(0, 1)``);
 * a replayed ``params`` is checked as the functional API checks its
@@ -48,6 +51,7 @@ from . import _checks as chk
 from . import functional as FF
 from .backends import draw_seed
 from .constants import PAPER_BANDS
+from .philox import PARAM_HEAD, DrawSettings
 
 
 def sample_control_weights(batch: int, n_bands: int = 5, *, generator=None, device=None,
@@ -63,6 +67,26 @@ def sample_control_weights(batch: int, n_bands: int = 5, *, generator=None, devi
     u = torch.rand(batch, generator=generator, device=dev, dtype=dtype)
     w.scatter_(1, pick[:, None], u[:, None])
     return w.to(device) if device is not None else w
+
+
+def split_rows(rows: torch.Tensor, seed: torch.Tensor) -> dict:
+    """The rows of an in-op draw (``fastfreq.spectral_augment_sampled``) as
+    the modules' params: ``{"ps": {applied, band, alpha}, "nfd": {applied,
+    alpha_r, seed}}`` (``PowerSuppression`` keeps ``"ps"``, ``NFD`` ``"nfd"``).
+
+    Example:
+        >>> import torch, fastfreq
+        >>> from fastfreq.transforms import split_rows
+        >>> x = torch.rand(4, 3, 40, 40)
+        >>> _, rows = fastfreq.spectral_augment_sampled(x, seed=1)
+        >>> p = split_rows(rows, torch.tensor([1]))
+        >>> {k: sorted(v) for k, v in p.items()}
+        {'ps': ['alpha', 'applied', 'band'], 'nfd': ['alpha_r', 'applied', 'seed']}
+    """
+    return {"ps": {"applied": rows[:, 0].to(torch.bool), "band": rows[:, 1].to(torch.int64),
+                   "alpha": rows[:, 2]},
+            "nfd": {"applied": rows[:, 3].to(torch.bool), "alpha_r": rows[:, PARAM_HEAD:],
+                    "seed": seed.reshape(1)}}
 
 
 def batch_params(collated: dict) -> dict:
@@ -261,13 +285,48 @@ class _Sampled(nn.Module):
         self.backend = chk.backend_name(backend)
         self.clamp = _clamp_arg(clamp)
         self._params = None
+        self._pending = None  # (rows, seed) of an in-op draw, turned into params when read
         self._last_draw = None  # see _drawn
         self._worker_stream = None  # (worker key, generator) inside a DataLoader worker
 
     @property
     def last_params(self):
-        """The parameters of the last forward (``None`` before the first)."""
+        """The parameters of the last forward (``None`` before the first).
+        After an in-op draw they are built from its rows when first read, so
+        a forward whose parameters nobody reads runs no op to split them."""
+        if self._pending is not None:
+            rows, seed = self._pending
+            self._pending = None
+            self._params = self._drawn(self.params_from_rows(rows, seed))
         return self._params
+
+    # ---- in-op draws (fastfreq.spectral_augment_sampled)
+    def draw_settings(self, size) -> tuple:
+        """``(DrawSettings, sigma, radius_scale, nfd_bands)`` of this module
+        for images of ``size``."""
+        raise NotImplementedError
+
+    def params_from_rows(self, rows: torch.Tensor, seed: torch.Tensor) -> dict:
+        """The ``last_params`` dict of drawn rows (split_rows)."""
+        raise NotImplementedError
+
+    def _sampled(self, x4: torch.Tensor, seed: torch.Tensor):
+        s, sigma, radius_scale, bands = self.draw_settings(tuple(x4.shape[-2:]))
+        return FF.spectral_augment_sampled(
+            x4, seed, ps_p=s.ps_p, bands=s.ps_bands, alpha=s.alpha, nfd_p=s.nfd_p, sigma=sigma,
+            radius_scale=radius_scale, nfd_bands=bands, same_on_batch=s.same_on_batch,
+            backend=self.backend, check_values=False)
+
+    def sample_params(self, batch: int, device="cpu", size: tuple[int, int] = (40, 40),
+                      generator=None) -> dict:
+        """Draw the parameters of ``batch`` images of ``size`` on ``device``
+        without applying them (``generator`` overrides the module's for this
+        draw): the same draw as a forward from the same generator state."""
+        g = self._gen(generator)
+        seed = draw_seed(torch.device(device), g)
+        s = self.draw_settings(tuple(size))[0]
+        rows = FF._draw_rows("auto", seed, batch, s)
+        return self._drawn(self.params_from_rows(rows, seed))
 
     def stream(self) -> torch.Generator | None:
         """The generator to draw from: ``generator`` itself in the main
@@ -291,9 +350,12 @@ class _Sampled(nn.Module):
             self._worker_stream = (key, wg)
         return self._worker_stream[1]
 
-    def forward(self, *inputs, params=None):
+    def forward(self, *inputs, params=None, generator=None):
         """Transform the images in ``inputs`` (a tensor or a structure holding
-        one); returns the same structure. ``params`` replays a previous draw."""
+        one); returns the same structure. ``params`` replays a previous draw;
+        ``generator`` draws this call from another generator than the
+        module's (as ``sample_params(..., generator=g)`` then a replay would,
+        in one op call)."""
         sample = inputs if len(inputs) > 1 else inputs[0] if inputs else None
         if sample is None:
             raise TypeError("x: expected images (a tensor or a structure holding one), got nothing")
@@ -304,23 +366,30 @@ class _Sampled(nn.Module):
             raise TypeError(f"x: expected a (B, C, H, W) or (C, H, W) tensor of images, or a "
                             f"structure holding one, got {type(sample).__name__}")
         replayed = params is not None
+        pending = None
         for i in slots:
             x, back = _to_compute(leaves[i])
             chk.real_device(x.device, "x")
             x4, single = _batched(x)
-            if params is None:
-                params = self.sample_params(x4.shape[0], x4.device, tuple(x4.shape[-2:]))
-            elif replayed:
-                checks = self.check_params(params, x4)
-                # in a graph the checks read nothing on the host: no need to
-                # recognise the module's own draw (identity is not traceable)
-                if torch.compiler.is_compiling() or not self._own_draw(params):
-                    _refuse_bad_values(checks)
-            out = self.apply_params(x4, params)
+            if params is None and pending is None:
+                # the draw and the augmentation in one op call, no host sync
+                seed = draw_seed(x4.device, self._gen(generator))
+                out, rows = self._sampled(x4, seed)
+                pending = (rows, seed)
+            else:
+                if params is None:  # a second image of a structure: the same draw
+                    params = self._drawn(self.params_from_rows(*pending))
+                elif replayed:
+                    checks = self.check_params(params, x4)
+                    # in a graph the checks read nothing on the host: no need to
+                    # recognise the module's own draw (identity is not traceable)
+                    if torch.compiler.is_compiling() or not self._own_draw(params):
+                        _refuse_bad_values(checks)
+                out = self.apply_params(x4, params)
             if self.clamp is not None:
                 out = out.clamp(*self.clamp)
             leaves[i] = back(out[0] if single else out)
-        self._params = params
+        self._params, self._pending = (params, None) if params is not None else (None, pending)
         return _pytree.tree_unflatten(leaves, spec)
 
     def _drawn(self, params: dict) -> dict:
@@ -355,17 +424,6 @@ class _Augment(_Sampled):
         super().__init__(generator, backend, clamp)
         self.p = chk.probability(p, "p")
         self.same_on_batch = bool(same_on_batch)
-
-    def _gen_device(self, generator, device):
-        return generator.device if generator is not None else torch.device(device)
-
-    def _rand(self, n, device, generator, **kw):
-        return torch.rand(n, generator=generator, device=self._gen_device(generator, device), **kw)
-
-    def _applied(self, batch, device, generator):
-        n = 1 if self.same_on_batch else batch
-        applied = self._rand(n, device, generator) < self.p
-        return applied.expand(batch).to(device)
 
 
 class PowerSuppression(_Augment):
@@ -438,23 +496,12 @@ class PowerSuppression(_Augment):
                 f"radius_scale={self.radius_scale}, same_on_batch={self.same_on_batch}, "
                 + self._settings())
 
-    def sample_params(self, batch: int, device="cpu", size=None, generator=None) -> dict:
-        """``size`` (the image size) is accepted for a uniform interface;
-        ``generator`` overrides the module's for this draw."""
-        g = self._gen(generator)
-        n = 1 if self.same_on_batch else batch
-        gdev = self._gen_device(g, device)
-        applied = self._applied(batch, device, g)
-        pick = torch.randint(0, len(self.band_ids), (n,), generator=g, device=gdev)
-        # map the pick to band ids with scalars: no host-to-device copy (no sync)
-        band = torch.full_like(pick, self.band_ids[0])
-        for j, bid in enumerate(self.band_ids[1:], 1):
-            band = torch.where(pick == j, bid, band)
-        band = band.expand(batch).to(device)
-        lo, hi = self.alpha_range
-        alpha = (lo + (hi - lo) * self._rand(n, device, g)).expand(batch).to(device)
-        alpha = torch.where(applied, alpha, torch.zeros_like(alpha))
-        return self._drawn({"applied": applied, "band": band, "alpha": alpha})
+    def draw_settings(self, size) -> tuple:
+        s = DrawSettings(self.p, tuple(self.band_ids), self.alpha_range, 0.0, 0, self.same_on_batch)
+        return s, 0.0, self.radius_scale, None
+
+    def params_from_rows(self, rows, seed) -> dict:
+        return split_rows(rows, seed)["ps"]
 
     def check_params(self, params, x4, where: str = "params") -> list:
         """Refuse a replayed ``params`` of the wrong structure, shape, dtype or
@@ -537,16 +584,13 @@ class NFD(_Augment):
         return (f"sigma={self.sigma}, p={self.p}, bands={self.bands!r}, "
                 f"same_on_batch={self.same_on_batch}, " + self._settings())
 
-    def sample_params(self, batch: int, device="cpu", size: tuple[int, int] = (40, 40),
-                      generator=None) -> dict:
-        g = self._gen(generator)
-        n_bands = len(resolve_nfd_bands(self.bands, *size))
-        n = 1 if self.same_on_batch else batch
-        applied = self._applied(batch, device, g)
-        w = sample_control_weights(n, n_bands, generator=g,
-                                   device=torch.device(device)).expand(batch, n_bands)
-        return self._drawn({"applied": applied, "alpha_r": w,
-                            "seed": draw_seed(torch.device(device), g)})
+    def draw_settings(self, size) -> tuple:
+        bands = resolve_nfd_bands(self.bands, *size)
+        s = DrawSettings(0.0, (0,), (0.0, 1.0), self.p, len(bands), self.same_on_batch)
+        return s, self.sigma, 1.0, bands
+
+    def params_from_rows(self, rows, seed) -> dict:
+        return split_rows(rows, seed)["nfd"]
 
     def check_params(self, params, x4, where: str = "params") -> list:
         """As ``PowerSuppression.check_params``, for ``applied``, ``alpha_r``
@@ -625,11 +669,14 @@ class SpectralAugment(_Sampled):
     def extra_repr(self) -> str:
         return self._settings()
 
-    def sample_params(self, batch: int, device="cpu", size: tuple[int, int] = (40, 40),
-                      generator=None) -> dict:
-        g = self._gen(generator)
-        return self._drawn({"ps": self.ps.sample_params(batch, device, generator=g),
-                            "nfd": self.nfd.sample_params(batch, device, size, generator=g)})
+    def draw_settings(self, size) -> tuple:
+        bands = resolve_nfd_bands(self.nfd.bands, *size)
+        s = DrawSettings(self.ps.p, tuple(self.ps.band_ids), self.ps.alpha_range, self.nfd.p,
+                         len(bands), self.ps.same_on_batch)
+        return s, self.nfd.sigma, self.ps.radius_scale, bands
+
+    def params_from_rows(self, rows, seed) -> dict:
+        return split_rows(rows, seed)
 
     def check_params(self, params, x4, where: str = "params") -> list:
         _param_dict(params, ("ps", "nfd"), where)

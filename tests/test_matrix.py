@@ -320,11 +320,19 @@ def test_modules_same_on_batch_p_and_replay(bd, same_on_batch):
                           generator=torch.Generator(device=device).manual_seed(2), backend=backend)
     out = aug(x)
     params = aug.last_params
-    if same_on_batch:
-        assert params["ps"]["band"].stride() == (0,)   # expanded: what the kernels must read right
     assert_close(out, _module_reference(x, params, 1.3), torch.float32, backend, default_precision=True)
     again = aug(x, params=params)
     assert torch.equal(again, out)
+    if same_on_batch:
+        # one draw for all: replayed as expanded (stride-0) tensors, which the
+        # kernels must read right
+        ps, nf = params["ps"], params["nfd"]
+        assert all(torch.equal(v, v[:1].expand_as(v)) for v in (*ps.values(), nf["alpha_r"]))
+        expanded = {"ps": {k: v[:1].expand_as(v) for k, v in ps.items()},
+                    "nfd": {"applied": nf["applied"][:1].expand(6),
+                            "alpha_r": nf["alpha_r"][:1].expand_as(nf["alpha_r"]), "seed": nf["seed"]}}
+        assert expanded["ps"]["band"].stride() == (0,)
+        assert torch.equal(aug(x, params=expanded), out)
 
 
 @pytest.mark.parametrize("bd", backend_params(numpy=False))

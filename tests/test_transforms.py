@@ -134,7 +134,9 @@ def test_same_on_batch():
 @pytest.mark.parametrize("module", [
     lambda: PowerSuppression(p=0.6, generator=gen(4)),
     lambda: NFD(sigma=2.0, p=0.7, generator=gen(4)),
-    lambda: SpectralAugment(ps_p=0.5, sigma=1.5, nfd_p=0.8, generator=gen(4)),
+    # a seed whose 8 images hold all four (suppressed, NFD) cases (the in-op
+    # draws of issue 23; gen(4) happens to miss one)
+    lambda: SpectralAugment(ps_p=0.5, sigma=1.5, nfd_p=0.8, generator=gen(2)),
     lambda: SpectralAugment(ps_p=0.5, sigma=1.5, generator=gen(4), backend="torch"),
 ])
 def test_replay_and_determinism(module):

@@ -332,8 +332,9 @@ class DeviceLoader:
         as it is (its ``last_params``, if any, are returned)."""
         aug = self.augment
         if hasattr(aug, "sample_params") and getattr(aug, "generator", None) is None:
-            params = aug.sample_params(x.shape[0], x.device, tuple(x.shape[-2:]), generator=g)
-            return aug(x, params=params), params
+            # the draw inside the op, from the loader's generator: one op call
+            out = aug(x, generator=g)
+            return out, aug.last_params
         return aug(x), getattr(aug, "last_params", None)
 
     def _train_transform(self, x, g):

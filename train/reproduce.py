@@ -67,7 +67,10 @@ def main(argv=None) -> int:
     root = ensure_cifar(a.shared, a.data_root or os.path.join(a.out, "data"))
     c_root = os.path.join(a.shared, "CIFAR-10-C-sample")
     runs_dir = os.path.join(a.out, "runs")
-    jobs = [(p, s) for p in MAIN for s in a.seeds] + [(p, a.seeds[0]) for p in LMH]
+    # the baseline and the frequency-control runs first: the PDM figure needs
+    # only them, so a study stopped early still has it
+    jobs = ([("cpu-nat", s) for s in a.seeds] + [(p, a.seeds[0]) for p in LMH]
+            + [(p, s) for p in MAIN if p != "cpu-nat" for s in a.seeds])
     for preset, seed in jobs:
         cfg = get_preset(preset, seed=seed, epochs=a.epochs, data_root=root, c_root=c_root)
         t0 = time.time()

@@ -253,11 +253,28 @@ at::Tensor philox_normal_cpu(const at::Tensor& seed, at::IntArrayRef shape) {
   return out;
 }
 
+at::Tensor draw_params_cpu(const at::Tensor& seed, int64_t batch, double ps_p,
+                           at::IntArrayRef ps_bands, double alpha_lo, double alpha_hi, double nfd_p,
+                           int64_t n_bands, bool same_on_batch) {
+  const DrawSettings s = pack_draw_settings(seed, batch, ps_p, ps_bands, alpha_lo, alpha_hi, nfd_p,
+                                            n_bands, same_on_batch);
+  const int64_t row = kParamHead + n_bands;
+  at::Tensor out = at::empty({batch, row}, seed.options().dtype(at::kFloat));
+  if (batch == 0) return out;
+  const uint64_t key = static_cast<uint64_t>(seed.item<int64_t>());
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, batch, 4096, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) draw_image_params(b, key, s, o + b * row);
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastfreq, CPU, m) {
   m.impl("spectral_augment", &spectral_augment_cpu);
   m.impl("philox_normal", &philox_normal_cpu);
+  m.impl("draw_params", &draw_params_cpu);
 }
 
 }  // namespace fastfreq

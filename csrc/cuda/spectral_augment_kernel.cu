@@ -147,11 +147,36 @@ at::Tensor philox_normal_cuda(const at::Tensor& seed, at::IntArrayRef shape) {
   return out;
 }
 
+// One thread per image; the key is read on the device (no host sync).
+__global__ void draw_params_kernel(float* out, int64_t batch, const int64_t* seed, DrawSettings s) {
+  const uint64_t key = static_cast<uint64_t>(*seed);
+  const int64_t row = kParamHead + s.n_bands;
+  for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; b < batch;
+       b += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    draw_image_params(b, key, s, out + b * row);
+}
+
+at::Tensor draw_params_cuda(const at::Tensor& seed, int64_t batch, double ps_p,
+                            at::IntArrayRef ps_bands, double alpha_lo, double alpha_hi, double nfd_p,
+                            int64_t n_bands, bool same_on_batch) {
+  const DrawSettings s = pack_draw_settings(seed, batch, ps_p, ps_bands, alpha_lo, alpha_hi, nfd_p,
+                                            n_bands, same_on_batch);
+  const c10::cuda::CUDAGuard guard(seed.device());
+  at::Tensor out = at::empty({batch, kParamHead + n_bands}, seed.options().dtype(at::kFloat));
+  if (batch == 0) return out;
+  const int blocks = static_cast<int>(std::min<int64_t>((batch + 127) / 128, 65535));
+  draw_params_kernel<<<blocks, 128, 0, at::cuda::getCurrentCUDAStream()>>>(
+      out.data_ptr<float>(), batch, seed.contiguous().data_ptr<int64_t>(), s);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastfreq, CUDA, m) {
   m.impl("spectral_augment", &spectral_augment_cuda);
   m.impl("philox_normal", &philox_normal_cuda);
+  m.impl("draw_params", &draw_params_cuda);
 }
 
 }  // namespace fastfreq

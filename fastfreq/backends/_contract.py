@@ -35,7 +35,8 @@ def draw_seed(device, generator=None) -> torch.Tensor:
     gen_device = generator.device if generator is not None else device
     seed = torch.randint(-2 ** 63, 2 ** 63 - 1, (1,), dtype=torch.int64, device=gen_device,
                          generator=generator)
-    return seed.to(device, non_blocking=True)
+    # no .to() when it is already there: one op less on every module forward
+    return seed if seed.device == torch.device(device) else seed.to(device, non_blocking=True)
 
 
 def kernel_seed(x, alpha_r, noise, seed, generator):

@@ -110,6 +110,11 @@ if _C is not None:
 
     _autograd.register("fastfreq::spectral_augment_fused", _suppress_grad_fused)
 
+    @torch.library.register_fake("fastfreq::draw_params")
+    def _draw_params_fake(seed, batch, ps_p, ps_bands, alpha_lo, alpha_hi, nfd_p, n_bands,
+                          same_on_batch):
+        return torch.empty((batch, 4 + n_bands), dtype=torch.float32, device=seed.device)
+
 
 def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
                      seed=None, precision=None):
@@ -138,3 +143,19 @@ def philox_normal(seed: torch.Tensor, shape) -> torch.Tensor:
     ``shape`` (element i is draw i): pass the result as ``noise`` to reproduce
     an in-kernel draw exactly."""
     return torch.ops.fastfreq.philox_normal(seed, list(shape))
+
+
+def draw_params(seed: torch.Tensor, batch: int, settings) -> torch.Tensor:
+    """The per-image parameter rows for ``seed`` (csrc/param_draw.h), drawn by
+    the compiled op on seed's device: one kernel on a GPU, no host sync."""
+    return torch.ops.fastfreq.draw_params(seed, int(batch), *settings.op_args())
+
+
+def spectral_augment_sampled(x, seed, settings, sigma, radius_scale, nfd_bands, single_pass=False):
+    """The draw, the augmentation and the per-image selection in one op call
+    (``fastfreq::spectral_augment_sampled``): ``(output, rows)``."""
+    s = settings
+    return torch.ops.fastfreq.spectral_augment_sampled(
+        x, seed, float(s.ps_p), [int(b) for b in s.ps_bands], float(s.alpha[0]),
+        float(s.alpha[1]), float(s.nfd_p), bands_to_edges(nfd_bands), float(sigma),
+        float(radius_scale), bool(s.same_on_batch), bool(single_pass))

@@ -34,3 +34,13 @@ def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_ba
     if bad is not None:
         out[bad.cpu().numpy()] = np.nan
     return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
+
+
+def draw_params(seed: torch.Tensor, batch: int, settings) -> torch.Tensor:
+    """The parameter rows of the reference's own Philox (fastfreq.reference),
+    on seed's device."""
+    s = settings
+    rows = reference.draw_params(int(seed.reshape(()).item()), batch, ps_p=s.ps_p,
+                                 ps_bands=s.ps_bands, alpha=s.alpha, nfd_p=s.nfd_p,
+                                 n_bands=s.n_bands, same_on_batch=s.same_on_batch)
+    return torch.from_numpy(rows).to(seed.device)
