@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -71,6 +72,14 @@ def steps(py: str, out: str, arch: str, plan: str = "full") -> list[tuple[str, l
     if not quick:
         plan_steps.append(("precision", [py, "-m", "bench", "precision", "--device", "cuda", "--out", out],
                            {}, 30 if lease else 60))
+    # the module forward beside one bare op call (issue 23), then every CUDA
+    # kernel under compute-sanitizer on small batches (bench/sanitize.py)
+    plan_steps.append(("module", [py, "-m", "bench", "module", "--device", "cuda", "--batches", "128",
+                                  "512", "--rounds", "30", "--out", out], {}, 25 if lease else 60))
+    sanitizer = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
+    for tool, limit in (("memcheck", 45), ("racecheck", 70)):
+        plan_steps.append((tool, [sanitizer, "--tool", tool, "--error-exitcode", "3", py, "-m",
+                                  "bench.sanitize"], {}, limit if lease else 2 * limit))
     plan_steps += [
         ("e2e", [py, "-m", "bench", "e2e", "--device", "cuda", "--e2e-images",
                  "20000" if quick or lease else "50000", "--out", out], {},

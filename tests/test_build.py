@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from fastfreq.backends import ext
 
@@ -36,9 +37,29 @@ def test_gpu_check_dry_run_plans_every_step():
     out = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--dry-run"], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    for step in ("[build]", "[tests]", "[throughput]", "[e2e]", "[train]"):
+    for step in ("[build]", "[tests]", "[throughput]", "[e2e]", "[train]", "[module]", "[memcheck]",
+                 "[racecheck]"):
         assert step in out.stdout
     assert "prerequisites:" in out.stdout
+
+
+def test_module_benchmark_writes_times_and_op_counts(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bench", "module", "--batches", "8", "--rounds", "2",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((tmp_path / "module-cpu.json").read_text())["rows"]
+    assert [r["batch"] for r in rows] == [8]
+    r = rows[0]
+    assert r["module_s"] > 0 and r["bare_s"] > 0 and abs(r["ratio"] - r["module_s"] / r["bare_s"]) < 1e-9
+    # the module's forward: the key and the sampled op
+    assert r["module"]["top_level_ops"] == len(r["module"]["ops"]) <= 4
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_sanitize_workload_says_it_needs_a_gpu():
+    out = subprocess.run([sys.executable, "-m", "bench.sanitize"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "no CUDA GPU" in out.stderr
 
 
 def test_benchmark_cli_writes_json_table_and_plot(tmp_path):
