@@ -58,6 +58,10 @@ def _common(p: argparse.ArgumentParser):
                    "the GPU when there is one)")
     p.add_argument("--compile", action="store_true", default=None,
                    help=f"torch.compile the model {PRESET}")
+    p.add_argument("--cuda-graphs", action="store_true", default=None,
+                   help="capture the whole training step (augmentation, model, APS loss, backward, "
+                        "SGD update) in one CUDA graph and replay it per batch; on CPU the same "
+                        "step runs eagerly. Not yet measured on a GPU, so off by default")
     p.add_argument("--out", default="out/runs", help="folder for run directories")
     p.add_argument("--download", action="store_true",
                    help="download CIFAR-10 into --data-root with torchvision first")
@@ -69,7 +73,7 @@ def _common(p: argparse.ArgumentParser):
 def _overrides(a) -> dict:
     return {"epochs": a.epochs, "data": a.data, "data_root": a.data_root, "c_root": a.c_root,
             "n_train": a.n_train, "n_test": a.n_test, "batch_size": a.batch_size, "lr": a.lr,
-            "lam": a.lam, "device": a.device, "compile": a.compile}
+            "lam": a.lam, "device": a.device, "compile": a.compile, "cuda_graphs": a.cuda_graphs}
 
 
 def _init_distributed():

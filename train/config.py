@@ -43,6 +43,7 @@ class RunConfig:
     amp: bool = True                    # bf16 autocast on GPU
     channels_last: bool = True          # on GPU
     compile: bool = False
+    cuda_graphs: bool = False           # the whole step as one CUDA graph (train/graphs.py)
     backend: str = "auto"               # fastfreq backend for the augmentation
 
     def __post_init__(self):
@@ -85,7 +86,8 @@ class RunConfig:
     #: backend: they all draw the same noise for a seed; amp and
     #: channels_last only act on a GPU; data_root is where the same CIFAR-10
     #: copy lies). Every other field is the run's identity.
-    EXECUTION_FIELDS = ("device", "amp", "channels_last", "compile", "backend", "data_root")
+    EXECUTION_FIELDS = ("device", "amp", "channels_last", "compile", "cuda_graphs", "backend",
+                        "data_root")
 
     @classmethod
     def identity_fields(cls) -> tuple[str, ...]:

@@ -314,6 +314,13 @@ class DeviceLoader:
         g.manual_seed((self.seed * 1000003 + self.epoch) * 1009 + self.rank)
         return g
 
+    def index_batches(self):
+        """The epoch's batches as index tensors into ``images`` (the order
+        ``__iter__`` uses): what a captured training step gathers itself."""
+        idx = self._indices()
+        for i in range(len(self)):
+            yield idx[i * self.batch_size:(i + 1) * self.batch_size]
+
     def __iter__(self):
         idx = self._indices()
         g = self._generator() if self.train else None

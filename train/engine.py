@@ -279,6 +279,11 @@ class Trainer:
         self.loader = D.DeviceLoader(xtr, ytr, cfg.batch_size, device=self.device, augment=make_augment(cfg),
                                      seed=cfg.seed, rank=self.rank, world_size=self.world,
                                      drop_last=self.world > 1)
+        self.captured = None
+        if cfg.cuda_graphs:
+            from .graphs import CapturedStep
+
+            self.captured = CapturedStep(self)
 
     # ------------------------------------------------------------ checkpoints
     def save(self, epoch: int):
@@ -344,8 +349,20 @@ class Trainer:
         sums = torch.zeros(3, device=self.device)  # loss, aux, correct (summed over samples)
         seen = 0
         t0 = time.perf_counter()
-        for i, (x, y, params) in enumerate(batches):
-            train_step(self.train_net, self.opt, cfg, x, y, params, self.amp_dtype, sums)
+        if self.captured is not None:  # the step as one CUDA graph: batches of indices
+            self.captured.set_epoch(epoch)
+            sums = self.captured.sums
+            batches = self.loader.index_batches()
+            if self.progress:
+                batches = progress_bar(batches, total=len(self.loader), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                                       unit="batch", leave=False, mininterval=1.0)
+        for i, batch in enumerate(batches):
+            if self.captured is not None:
+                self.captured.step(batch)
+                y = batch
+            else:
+                x, y, params = batch
+                train_step(self.train_net, self.opt, cfg, x, y, params, self.amp_dtype, sums)
             seen += len(y)
             if self.progress and i % 20 == 0 and hasattr(batches, "set_postfix"):
                 s = sums.tolist()
