@@ -69,7 +69,15 @@ FF_HD void draw_image_params(int64_t image, uint64_t seed, const DrawSettings& s
   int pick = pick_of(a.y, s.n_ps_bands);
   pick = pick < 0 ? 0 : (pick >= s.n_ps_bands ? s.n_ps_bands - 1 : pick);  // (never: pick < n)
   out[0] = ps_on ? 1.0f : 0.0f;
-  out[1] = static_cast<float>(s.ps_band_ids[pick]);
+  // the id by comparison in an unrolled loop, not s.ps_band_ids[pick]: any
+  // run-time index into the kernel-parameter struct (the plain index, or this
+  // loop left rolled) copies it to the stack (64 B frame in draw_params_kernel)
+  int band = s.ps_band_ids[0];
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int k = 1; k < kMaxPsBands; ++k) band = k == pick ? s.ps_band_ids[k] : band;
+  out[1] = static_cast<float>(band);
   out[2] = ps_on ? lo_plus_span(s.alpha_lo, s.alpha_span, unit24(a.z)) : 0.0f;
   const U32x4 b = philox4x32_10(c0, c1, seed, kParamStreamNfd);
   out[3] = top24(b.x) < s.nfd_thr ? 1.0f : 0.0f;

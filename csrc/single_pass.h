@@ -51,8 +51,14 @@ void with_shape(int H, int W, F&& f) {
 // contiguous (kept alive here for the launch).
 struct Prepared {
   SpectralParams p;
-  at::Tensor band, alpha, alpha_r, noise, seed, out;
+  at::Tensor band, alpha, alpha_r, noise, seed, rows, out;
 };
+
+inline void check_sides(const SpectralParams& p) {
+  FF_CHECK(p.H <= plane::kMaxLine && p.W <= plane::kMaxLine,
+           "fastfreq: the single-pass op takes sides up to ", plane::kMaxLine, ", got ", p.H,
+           "x", p.W, " (use the spectral_augment op)");
+}
 
 inline Prepared prepare(const at::Tensor& x, const c10::optional<at::Tensor>& band,
                         const c10::optional<at::Tensor>& alpha,
@@ -62,9 +68,7 @@ inline Prepared prepare(const at::Tensor& x, const c10::optional<at::Tensor>& ba
                         double sigma, double radius_scale) {
   Prepared pr;
   pr.p = check_and_pack(x, band, alpha, alpha_r, noise, seed, nfd_edges.vec(), sigma, radius_scale);
-  FF_CHECK(pr.p.H <= plane::kMaxLine && pr.p.W <= plane::kMaxLine,
-           "fastfreq: the single-pass op takes sides up to ", plane::kMaxLine, ", got ", pr.p.H,
-           "x", pr.p.W, " (use the spectral_augment op)");
+  check_sides(pr.p);
   const auto dt = compute_dtype(x);
   if (pr.p.has_ps) {
     pr.band = band->contiguous();
@@ -74,6 +78,38 @@ inline Prepared prepare(const at::Tensor& x, const c10::optional<at::Tensor>& ba
   if (noise.has_value()) pr.noise = noise->to(dt).contiguous();
   if (seed.has_value()) pr.seed = seed->contiguous();
   // contiguous output (the kernel writes unit-stride rows), as the other ops
+  pr.out = at::empty(x.sizes(), x.options());
+  return pr;
+}
+
+// fastfreq::spectral_augment_fused_rows: the per-image parameters are the rows
+// of fastfreq::draw_params (B, 4 + n_bands), float32, read by the kernel
+// itself (no band/alpha/alpha_r tensors cut out of them first); has_ps and
+// has_nfd say which transforms the call may apply. Checked as the explicit
+// op's arguments: alpha_r is a view of the rows.
+inline Prepared prepare_rows(const at::Tensor& x, const at::Tensor& rows, const at::Tensor& seed,
+                             bool has_ps, bool has_nfd, at::ArrayRef<double> nfd_edges,
+                             double sigma, double radius_scale) {
+  FF_CHECK(x.dim() == 4, "fastfreq: x must have shape (B, C, H, W), got ", x.sizes());
+  FF_CHECK(nfd_edges.size() % 2 == 0, "fastfreq: nfd_edges must hold (a, b) pairs, got ",
+           static_cast<int64_t>(nfd_edges.size()), " values");
+  const int64_t n = static_cast<int64_t>(nfd_edges.size() / 2);
+  FF_CHECK(rows.device() == x.device(), "fastfreq: rows is on ", rows.device(), " but x is on ",
+           x.device());
+  FF_CHECK(rows.scalar_type() == at::kFloat && rows.dim() == 2 && rows.size(0) == x.size(0) &&
+               rows.size(1) == kParamHead + n,
+           "fastfreq: rows must be float32 of shape (", x.size(0), ", ", kParamHead + n,
+           ") (fastfreq::draw_params), got ", rows.scalar_type(), " ", rows.sizes());
+  const c10::optional<at::Tensor> none;
+  Prepared pr;
+  pr.p = check_and_pack(x, none, none,
+                        has_nfd ? c10::optional<at::Tensor>(rows.narrow(1, kParamHead, n)) : none,
+                        none, has_nfd ? c10::optional<at::Tensor>(seed) : none, nfd_edges.vec(),
+                        sigma, radius_scale);
+  pr.p.has_ps = has_ps;
+  check_sides(pr.p);
+  pr.rows = rows.to(compute_dtype(x)).contiguous();
+  if (has_nfd) pr.seed = seed.contiguous();
   pr.out = at::empty(x.sizes(), x.options());
   return pr;
 }
@@ -97,11 +133,16 @@ plane::Batch<In, Acc> make_batch(const at::Tensor& x, const Prepared& pr, const 
   }
   bt.planes = x.size(0) * x.size(1);
   bt.p = pr.p;
-  if (pr.p.has_ps) {
+  if (pr.p.has_ps && !pr.rows.defined()) {
     bt.band = pr.band.data_ptr<int64_t>();
     bt.alpha = pr.alpha.data_ptr<Acc>();
   }
-  if (pr.p.has_nfd) bt.alpha_r = pr.alpha_r.data_ptr<Acc>();
+  if (pr.rows.defined()) {
+    bt.rows = pr.rows.data_ptr<Acc>();
+    bt.row_len = pr.rows.size(1);
+  } else if (pr.p.has_nfd) {
+    bt.alpha_r = pr.alpha_r.data_ptr<Acc>();
+  }
   if (pr.noise.defined()) bt.noise = pr.noise.data_ptr<Acc>();
   bt.seed = seed;
   return bt;

@@ -21,6 +21,12 @@ TORCH_LIBRARY(fastfreq, m) {
   m.def(
       "spectral_augment_fused(Tensor x, Tensor? band, Tensor? alpha, Tensor? alpha_r, "
       "Tensor? noise, Tensor? seed, float[] nfd_edges, float sigma, float radius_scale) -> Tensor");
+  // the single-pass op with its parameters as draw_params rows (see below),
+  // read by the kernel; no autograd formula: spectral_augment_sampled takes
+  // it only where no gradient is wanted
+  m.def(
+      "spectral_augment_fused_rows(Tensor x, Tensor rows, Tensor seed, bool has_ps, bool has_nfd, "
+      "float[] nfd_edges, float sigma, float radius_scale) -> Tensor");
   m.def("philox_normal(Tensor seed, int[] shape) -> Tensor");
   // per-image parameters drawn from a Philox key (csrc/param_draw.h): a
   // (batch, 4 + n_bands) float32 tensor on seed's device
@@ -98,6 +104,19 @@ std::tuple<at::Tensor, at::Tensor> spectral_augment_sampled(
   static const auto unfused = c10::Dispatcher::singleton()
                                   .findSchemaOrThrow("fastfreq::spectral_augment", "")
                                   .typed<AugmentFn>();
+  if (single_pass && !(at::GradMode::is_enabled() && x.requires_grad())) {
+    // one kernel reads the rows: no band/alpha/alpha_r cut out of them, no
+    // selection afterwards (an image without NFD drawn gets no noise, one
+    // that no transform drew is copied); the same values as below
+    static const auto fused_rows = c10::Dispatcher::singleton()
+                                       .findSchemaOrThrow("fastfreq::spectral_augment_fused_rows", "")
+                                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                                         const at::Tensor&, bool, bool,
+                                                         at::ArrayRef<double>, double, double)>();
+    return {fused_rows.call(x, rows, seed, use_ps, use_nfd, nfd_edges, sigma, radius_scale), rows};
+  }
+  // with a gradient to x: through the ops with autograd formulas, then the
+  // per-image selection
   const auto& op = single_pass ? fused : unfused;
   const auto none = c10::optional<at::Tensor>();
   const auto band = use_ps ? c10::optional<at::Tensor>(rows.select(1, 1).to(at::kLong)) : none;

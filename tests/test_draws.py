@@ -186,6 +186,56 @@ def test_sampled_equals_the_explicit_call_per_image():
     assert len(kinds) == 4  # every case was seen
 
 
+def child_ops(fn, parent: str) -> list[str]:
+    """The ops called directly inside the top-level op ``parent``."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    tops = [e for e in prof.events() if e.cpu_parent is None and e.name == parent]
+    assert len(tops) == 1, [e.name for e in prof.events() if e.cpu_parent is None]
+    return [c.name for c in tops[0].cpu_children]
+
+
+@pytest.mark.skipif(not ext.available(), reason="fastfreq._C not built")
+@pytest.mark.parametrize("config", CONFIGS)
+def test_single_pass_sampled_is_the_draw_and_one_kernel_reading_the_rows(config):
+    """On the single-pass backend the sampled op is two ops (on a GPU, two
+    kernels): the draw, and the kernel that reads the rows itself; no
+    band/alpha/alpha_r cut out of the rows, no selection afterwards (images
+    that no transform drew are copied by the kernel, not transformed and
+    discarded). With a gradient wanted it keeps the ops that have autograd
+    formulas, with the same values."""
+    x = images("cpu", size=(40, 40))
+    kw = CONFIGS[config]
+    names = child_ops(lambda: FF.spectral_augment_sampled(x, seed=7, backend="single_pass", **kw),
+                      "fastfreq::spectral_augment_sampled")
+    assert names == ["fastfreq::draw_params", "fastfreq::spectral_augment_fused_rows"], names
+    out, rows = FF.spectral_augment_sampled(x, seed=7, backend="single_pass", **kw)
+    xg = x.clone().requires_grad_()
+    out_g, rows_g = FF.spectral_augment_sampled(xg, seed=7, backend="single_pass", **kw)
+    assert torch.equal(rows, rows_g)
+    assert torch.equal(out, out_g.detach())
+    out_g.square().sum().backward()
+    assert xg.grad is not None and xg.grad.abs().amax() > 0
+
+
+@pytest.mark.skipif(not ext.available(), reason="fastfreq._C not built")
+def test_fused_rows_op_checks_its_arguments():
+    x = images("cpu")
+    seed = torch.tensor([1])
+    rows = torch.ops.fastfreq.draw_params(seed, x.shape[0], 0.5, [0, 1, 2], 0.0, 1.0, 1.0, 3, False)
+    edges = [0.0, 3.0, 4.0, 6.0, 7.0, 12.0]
+    op = torch.ops.fastfreq.spectral_augment_fused_rows
+    ok = op(x, rows, seed, True, True, edges, 1.0, 0.4)
+    assert ok.shape == x.shape and torch.isfinite(ok).all()
+    for bad in (rows.double(), rows[:, :-1], rows[:-1]):
+        with pytest.raises(RuntimeError, match="rows must be float32 of shape"):
+            op(x, bad, seed, True, True, edges, 1.0, 0.4)
+    with pytest.raises(RuntimeError, match="nfd_edges"):
+        op(x, rows, seed, True, True, edges[:-1], 1.0, 0.4)
+    with pytest.raises(RuntimeError, match="seed"):
+        op(x, rows, torch.tensor([1.0]), True, True, edges, 1.0, 0.4)
+
+
 def test_sampled_bad_arguments_name_themselves():
     x = images("cpu")
     with pytest.raises(ValueError, match="ps_p"):
@@ -294,6 +344,22 @@ def test_module_forward_reads_nothing_on_the_host(make):
     with HostReads() as reads:
         aug(x)
     assert reads.count == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ext.has_cuda(), reason="fastfreq._C built without CUDA")
+def test_single_pass_sampled_launches_two_kernels_on_a_gpu():
+    x = torch.rand(64, 3, 40, 40, device="cuda")
+    seed = torch.tensor([3], device="cuda")
+    run = lambda: FF.spectral_augment_sampled(x, seed=seed, backend="single_pass", check_values=False,
+                                              **CONFIGS["both"])
+    run()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert len(kernels) == 2, kernels
 
 
 @pytest.mark.gpu

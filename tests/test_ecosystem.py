@@ -381,7 +381,7 @@ def test_worker_side_draws_collate_to_what_aux_labels_take():
 
 
 # ------------------------------------------------------------------ README
-def test_readme_training_examples_run(monkeypatch):
+def test_readme_training_examples_run(monkeypatch, request):
     """The three examples of "Using it in a training loop", in order, in one
     scope (each continues the one before): the batch loop, the worker-side
     loop and the compiled step. The compiled step runs with the aot_eager
@@ -396,6 +396,9 @@ def test_readme_training_examples_run(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda *a, **kw: compile_(*a, **{**kw, "backend": "aot_eager"}))
     monkeypatch.setattr(torch._dynamo.config, "trace_autograd_ops", False)  # restored after
     torch._dynamo.reset()
+    # and nothing compiled here outlives the test: Dynamo's caches, filled with
+    # trace_autograd_ops off, once broke tests/test_compile.py run after this one
+    request.addfinalizer(torch._dynamo.reset)
     scope: dict = {}
     losses = []
     for code in blocks:

@@ -22,14 +22,7 @@ void run_block(int64_t blk, const Geometry& geo, const plane::Batch<In, Acc>& bt
     for (int t = 0; t < geo.threads; ++t) plane::run_phase<HC, WC>(ph, t, blk, geo, bt, sm);
 }
 
-at::Tensor single_pass_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& band,
-                           const c10::optional<at::Tensor>& alpha,
-                           const c10::optional<at::Tensor>& alpha_r,
-                           const c10::optional<at::Tensor>& noise,
-                           const c10::optional<at::Tensor>& seed, at::ArrayRef<double> nfd_edges,
-                           double sigma, double radius_scale) {
-  single_pass::Prepared pr =
-      single_pass::prepare(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius_scale);
+at::Tensor run_cpu(const at::Tensor& x, const single_pass::Prepared& pr) {
   if (x.numel() == 0) return pr.out;
   const int64_t seed_v = pr.seed.defined() ? pr.seed.item<int64_t>() : 0;
   const int H = pr.p.H, W = pr.p.W;
@@ -51,6 +44,23 @@ at::Tensor single_pass_cpu(const at::Tensor& x, const c10::optional<at::Tensor>&
     });
   });
   return pr.out;
+}
+
+at::Tensor single_pass_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& band,
+                           const c10::optional<at::Tensor>& alpha,
+                           const c10::optional<at::Tensor>& alpha_r,
+                           const c10::optional<at::Tensor>& noise,
+                           const c10::optional<at::Tensor>& seed, at::ArrayRef<double> nfd_edges,
+                           double sigma, double radius_scale) {
+  return run_cpu(x, single_pass::prepare(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma,
+                                         radius_scale));
+}
+
+at::Tensor single_pass_rows_cpu(const at::Tensor& x, const at::Tensor& rows, const at::Tensor& seed,
+                                bool has_ps, bool has_nfd, at::ArrayRef<double> nfd_edges,
+                                double sigma, double radius_scale) {
+  return run_cpu(x, single_pass::prepare_rows(x, rows, seed, has_ps, has_nfd, nfd_edges, sigma,
+                                              radius_scale));
 }
 
 // ------------------------------------------------------------ test hooks
@@ -243,6 +253,9 @@ void register_single_pass_tests(pybind11::module& m) {
         "The single-pass op on CPU with every shared-memory access tracked (tests)");
 }
 
-TORCH_LIBRARY_IMPL(fastfreq, CPU, m) { m.impl("spectral_augment_fused", &single_pass_cpu); }
+TORCH_LIBRARY_IMPL(fastfreq, CPU, m) {
+  m.impl("spectral_augment_fused", &single_pass_cpu);
+  m.impl("spectral_augment_fused_rows", &single_pass_rows_cpu);
+}
 
 }  // namespace fastfreq

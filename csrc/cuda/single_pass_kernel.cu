@@ -62,15 +62,7 @@ void launch(const plane::Batch<In, Acc>& bt, int H, int W, int64_t planes,
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-at::Tensor single_pass_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& band,
-                            const c10::optional<at::Tensor>& alpha,
-                            const c10::optional<at::Tensor>& alpha_r,
-                            const c10::optional<at::Tensor>& noise,
-                            const c10::optional<at::Tensor>& seed, at::ArrayRef<double> nfd_edges,
-                            double sigma, double radius_scale) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  single_pass::Prepared pr =
-      single_pass::prepare(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius_scale);
+at::Tensor run_cuda(const at::Tensor& x, const single_pass::Prepared& pr) {
   if (x.numel() == 0) return pr.out;
   const int H = pr.p.H, W = pr.p.W;
   const int64_t planes = x.size(0) * x.size(1);
@@ -85,6 +77,28 @@ at::Tensor single_pass_cuda(const at::Tensor& x, const c10::optional<at::Tensor>
     });
   });
   return pr.out;
+}
+
+at::Tensor single_pass_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& band,
+                            const c10::optional<at::Tensor>& alpha,
+                            const c10::optional<at::Tensor>& alpha_r,
+                            const c10::optional<at::Tensor>& noise,
+                            const c10::optional<at::Tensor>& seed, at::ArrayRef<double> nfd_edges,
+                            double sigma, double radius_scale) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  return run_cuda(x, single_pass::prepare(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma,
+                                          radius_scale));
+}
+
+// The parameters as draw_params rows, read by the kernel: with the draw, a
+// module forward is two kernels, and images no transform drew are copied.
+at::Tensor single_pass_rows_cuda(const at::Tensor& x, const at::Tensor& rows,
+                                 const at::Tensor& seed, bool has_ps, bool has_nfd,
+                                 at::ArrayRef<double> nfd_edges, double sigma,
+                                 double radius_scale) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  return run_cuda(x, single_pass::prepare_rows(x, rows, seed, has_ps, has_nfd, nfd_edges, sigma,
+                                               radius_scale));
 }
 
 }  // namespace
@@ -108,6 +122,9 @@ bool cuda_kernel_image_ok(int64_t device) {
   return err == cudaSuccess;
 }
 
-TORCH_LIBRARY_IMPL(fastfreq, CUDA, m) { m.impl("spectral_augment_fused", &single_pass_cuda); }
+TORCH_LIBRARY_IMPL(fastfreq, CUDA, m) {
+  m.impl("spectral_augment_fused", &single_pass_cuda);
+  m.impl("spectral_augment_fused_rows", &single_pass_rows_cuda);
+}
 
 }  // namespace fastfreq

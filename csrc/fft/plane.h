@@ -40,6 +40,7 @@
 // distinct banks (make_geometry).
 #pragma once
 
+#include "../param_draw.h"
 #include "../spectral_common.h"
 #include "fft_line.h"
 
@@ -135,6 +136,12 @@ struct Batch {
   const int64_t* seed = nullptr;  // the Philox key, read where the kernel runs (no host sync)
   SpectralParams p;
   bool copy_identity = true;   // planes with gain 1 and no noise are copied through
+  // or, instead of band/alpha/alpha_r: the rows of fastfreq::draw_params
+  // ([ps_applied, band, alpha, nfd_applied, alpha_r...], row_len each, in the
+  // compute type): an image without NFD drawn gets no noise, and one that no
+  // transform drew is copied through, not transformed
+  const Acc* rows = nullptr;
+  int64_t row_len = 0;
 };
 
 // Per image: the parameters, or `bad` when any is out of range (the image
@@ -145,6 +152,7 @@ struct ImageParams {
   Acc alpha = Acc(0);
   const Acc* ar = nullptr;
   bool bad = false;
+  bool nfd = false;       // NFD applies to this image (every image of an NFD call without rows)
   bool identity = false;
 };
 
@@ -153,17 +161,23 @@ FF_HD ImageParams<Acc> image_params(const Batch<In, Acc>& bt, int64_t plane) {
   ImageParams<Acc> ip;
   const SpectralParams& p = bt.p;
   const int64_t b = plane / p.C;
+  const Acc* row = bt.rows != nullptr ? bt.rows + b * bt.row_len : nullptr;
   if (p.has_ps) {
-    const int64_t band_v = bt.band[b];  // compared before narrowing: 2**32 is not band 0
-    ip.alpha = bt.alpha[b];
+    // compared before narrowing: 2**32 is not band 0 (a row's band is a float:
+    // out of range, NaN included, reads as -1)
+    const int64_t band_v = row == nullptr ? bt.band[b]
+                           : (row[1] >= Acc(0) && row[1] <= Acc(2)) ? static_cast<int64_t>(row[1])
+                                                                     : int64_t(-1);
+    ip.alpha = row == nullptr ? bt.alpha[b] : row[2];
     ip.bad = !(band_v >= 0 && band_v <= 2 && ip.alpha >= Acc(0) && ip.alpha <= Acc(1));
     ip.band = ip.bad ? 0 : static_cast<int>(band_v);
   }
-  if (p.has_nfd) {
-    ip.ar = bt.alpha_r + b * p.n_bands;
+  ip.nfd = p.has_nfd && (row == nullptr || row[3] != Acc(0));
+  if (ip.nfd) {
+    ip.ar = row == nullptr ? bt.alpha_r + b * p.n_bands : row + kParamHead;
     for (int i = 0; i < p.n_bands; ++i) ip.bad |= !(ip.ar[i] >= Acc(0) && ip.ar[i] <= Acc(1));
   }
-  ip.identity = bt.copy_identity && !ip.bad && !p.has_nfd && ip.alpha == Acc(0);
+  ip.identity = bt.copy_identity && !ip.bad && !ip.nfd && ip.alpha == Acc(0);
   return ip;
 }
 
@@ -378,7 +392,7 @@ FF_UNROLL
 FF_UNROLL
         for (int e = 0; e < kGroup; ++e) {
           gain[e] = bin_gain(p, ip, s[e]);
-          sd[e] = (p.has_nfd && !ip.bad && comp[e]) ? noise_std(p, ip.ar, s[e]) : Acc(0);
+          sd[e] = (ip.nfd && !ip.bad && comp[e]) ? noise_std(p, ip.ar, s[e]) : Acc(0);
         }
       }
       if (ip.identity) continue;
