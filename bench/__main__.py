@@ -210,8 +210,8 @@ def parser():
     ap.add_argument("--ops", nargs="+", choices=list(core.OPS),
                     help="throughput: operations (default: all; both with --quick)")
     ap.add_argument("--backends", nargs="+",
-                    help="throughput, contention: backends to time (default: every one this "
-                         "machine runs; contention: cpp torch)")
+                    help="throughput, contention, module: backends to time (default: every one "
+                         "this machine runs; contention: cpp torch; module: auto)")
     ap.add_argument("--repeats", type=int, default=10, help="throughput: interleaved rounds")
     ap.add_argument("--compile-all", action="store_true",
                     help="time torch.compile of the eager code at every setting (default: first 2)")

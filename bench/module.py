@@ -1,6 +1,7 @@
 """The cost of a module forward beside one bare op call (issue 23).
 
     fastfreq-bench module [--device cuda] [--batches 128 512] [--rounds 15]
+                          [--backends auto single_pass]
 
 For each batch: ``SpectralAugment(ps_p=1/3, sigma=1)`` forward (the draw in
 the op) and one bare ``spectral_augment`` call with explicit parameters for
@@ -96,7 +97,12 @@ def run(a) -> list:
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda: no CUDA GPU on this machine")
     batches = a.batches or [128, 512]
-    rows = [compare(b, device, a.rounds) for b in batches]
+    backends = a.backends or ["auto"]
+    for name in backends:
+        if name != "auto" and name not in fastfreq.BACKENDS:
+            raise SystemExit(f"error: --backends: {name!r} is not one of auto, "
+                             f"{', '.join(fastfreq.BACKENDS)}")
+    rows = [compare(b, device, a.rounds, backend=k) for k in backends for b in batches]
     info = core.device_info(device)
     print(f"module forward vs one bare op call ({info.get('gpu') or info.get('cpu')}, "
           f"{info['threads']} threads, torch {info['torch']}; load average "

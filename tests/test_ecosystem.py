@@ -394,16 +394,18 @@ def test_readme_training_examples_run(monkeypatch, request):
     assert len(blocks) == 3
     compile_ = torch.compile
     monkeypatch.setattr(torch, "compile", lambda *a, **kw: compile_(*a, **{**kw, "backend": "aot_eager"}))
-    monkeypatch.setattr(torch._dynamo.config, "trace_autograd_ops", False)  # restored after
     torch._dynamo.reset()
-    # and nothing compiled here outlives the test: Dynamo's caches, filled with
-    # trace_autograd_ops off, once broke tests/test_compile.py run after this one
-    request.addfinalizer(torch._dynamo.reset)
+    request.addfinalizer(torch._dynamo.reset)  # nothing compiled here outlives the test
     scope: dict = {}
     losses = []
-    for code in blocks:
-        exec(compile(code, "README.md", "exec"), scope)
-        losses.append(scope["loss"])
+    # the README sets trace_autograd_ops itself; Dynamo's own patch restores it
+    # (monkeypatch's undo deletes the attribute, which a torch config module
+    # then hides: tests/test_compile.py run after this test once failed with
+    # "trace_autograd_ops does not exist")
+    with torch._dynamo.config.patch(trace_autograd_ops=False):
+        for code in blocks:
+            exec(compile(code, "README.md", "exec"), scope)
+            losses.append(scope["loss"])
     assert all(torch.isfinite(v) for v in losses)
     # the worker-side loop did label its batch: (B,) params from two workers
     assert scope["ps"]["band"].shape == (32,) and scope["x"].shape == (32, 3, 40, 40)

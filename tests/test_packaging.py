@@ -114,9 +114,13 @@ def test_cuda_part_needs_the_cuda_runtime_library(tmp_path):
         pytest.skip("a CPU-only torch: the CUDA part is never built, with nvcc or without")
     fake = tmp_path / "cuda"
     (fake / "bin").mkdir(parents=True)
-    (fake / "bin" / "nvcc").write_text("#!/bin/sh\necho fake nvcc\n")
+    # answers --list-gpu-arch as nvcc 13 does (the build's default arch list asks)
+    (fake / "bin" / "nvcc").write_text(
+        '#!/bin/sh\nif [ "$1" = --list-gpu-arch ]; then printf "compute_80\\ncompute_86\\n'
+        'compute_89\\ncompute_90\\n"; else echo fake nvcc; fi\n')
     (fake / "bin" / "nvcc").chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k != "FASTFREQ_CUDA"}
+    # the same case here and in CI (which sets an arch list): the default list
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTFREQ_CUDA", "TORCH_CUDA_ARCH_LIST")}
     env.update(CUDA_HOME=str(fake), PATH=f"{fake / 'bin'}:/usr/bin:/bin")
     # the build's own decision (setup.py decides only when it builds)
     decide = [sys.executable, "-c", "import setup; setup._extensions()"]
@@ -126,6 +130,7 @@ def test_cuda_part_needs_the_cuda_runtime_library(tmp_path):
     (fake / "lib64" / "libcudart.so").write_text("")
     out = _run(decide, env=env, cwd=ROOT)
     assert "CUDA yes" in out.stdout and "no libcudart.so" not in out.stdout
+    assert "8.0;8.6;8.9;9.0" in out.stdout, out.stdout
 
 
 def test_metadata_and_sdist_do_not_import_torch(tmp_path):
