@@ -75,7 +75,8 @@ def steps(py: str, out: str, arch: str, plan: str = "full") -> list[tuple[str, l
     # the module forward beside one bare op call (issue 23), then every CUDA
     # kernel under compute-sanitizer on small batches (bench/sanitize.py)
     plan_steps.append(("module", [py, "-m", "bench", "module", "--device", "cuda", "--batches", "128",
-                                  "512", "--rounds", "30", "--out", out], {}, 25 if lease else 60))
+                                  "512", "--rounds", "30", "--backends", "cuda", "single_pass",
+                                  "--out", out], {}, 25 if lease else 60))
     sanitizer = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
     for tool, limit in (("memcheck", 45), ("racecheck", 70)):
         plan_steps.append((tool, [sanitizer, "--tool", tool, "--error-exitcode", "3", py, "-m",
