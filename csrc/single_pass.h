@@ -83,30 +83,13 @@ inline Prepared prepare(const at::Tensor& x, const c10::optional<at::Tensor>& ba
 }
 
 // fastfreq::spectral_augment_fused_rows: the per-image parameters are the rows
-// of fastfreq::draw_params (B, 4 + n_bands), float32, read by the kernel
-// itself (no band/alpha/alpha_r tensors cut out of them first); has_ps and
-// has_nfd say which transforms the call may apply. Checked as the explicit
-// op's arguments: alpha_r is a view of the rows.
+// of fastfreq::draw_params, read by the kernel itself (no band/alpha/alpha_r
+// tensors cut out of them first); checked by check_rows_and_pack.
 inline Prepared prepare_rows(const at::Tensor& x, const at::Tensor& rows, const at::Tensor& seed,
                              bool has_ps, bool has_nfd, at::ArrayRef<double> nfd_edges,
                              double sigma, double radius_scale) {
-  FF_CHECK(x.dim() == 4, "fastfreq: x must have shape (B, C, H, W), got ", x.sizes());
-  FF_CHECK(nfd_edges.size() % 2 == 0, "fastfreq: nfd_edges must hold (a, b) pairs, got ",
-           static_cast<int64_t>(nfd_edges.size()), " values");
-  const int64_t n = static_cast<int64_t>(nfd_edges.size() / 2);
-  FF_CHECK(rows.device() == x.device(), "fastfreq: rows is on ", rows.device(), " but x is on ",
-           x.device());
-  FF_CHECK(rows.scalar_type() == at::kFloat && rows.dim() == 2 && rows.size(0) == x.size(0) &&
-               rows.size(1) == kParamHead + n,
-           "fastfreq: rows must be float32 of shape (", x.size(0), ", ", kParamHead + n,
-           ") (fastfreq::draw_params), got ", rows.scalar_type(), " ", rows.sizes());
-  const c10::optional<at::Tensor> none;
   Prepared pr;
-  pr.p = check_and_pack(x, none, none,
-                        has_nfd ? c10::optional<at::Tensor>(rows.narrow(1, kParamHead, n)) : none,
-                        none, has_nfd ? c10::optional<at::Tensor>(seed) : none, nfd_edges.vec(),
-                        sigma, radius_scale);
-  pr.p.has_ps = has_ps;
+  pr.p = check_rows_and_pack(x, rows, seed, has_ps, has_nfd, nfd_edges, sigma, radius_scale);
   check_sides(pr.p);
   pr.rows = rows.to(compute_dtype(x)).contiguous();
   if (has_nfd) pr.seed = seed.contiguous();

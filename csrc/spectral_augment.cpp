@@ -27,6 +27,11 @@ TORCH_LIBRARY(fastfreq, m) {
   m.def(
       "spectral_augment_fused_rows(Tensor x, Tensor rows, Tensor seed, bool has_ps, bool has_nfd, "
       "float[] nfd_edges, float sigma, float radius_scale) -> Tensor");
+  // the same for the cpp path (CPU): spectral_augment with each image's
+  // parameters read from its row
+  m.def(
+      "spectral_augment_rows(Tensor x, Tensor rows, Tensor seed, bool has_ps, bool has_nfd, "
+      "float[] nfd_edges, float sigma, float radius_scale) -> Tensor");
   m.def("philox_normal(Tensor seed, int[] shape) -> Tensor");
   // per-image parameters drawn from a Philox key (csrc/param_draw.h): a
   // (batch, 4 + n_bands) float32 tensor on seed's device
@@ -104,16 +109,22 @@ std::tuple<at::Tensor, at::Tensor> spectral_augment_sampled(
   static const auto unfused = c10::Dispatcher::singleton()
                                   .findSchemaOrThrow("fastfreq::spectral_augment", "")
                                   .typed<AugmentFn>();
-  if (single_pass && !(at::GradMode::is_enabled() && x.requires_grad())) {
-    // one kernel reads the rows: no band/alpha/alpha_r cut out of them, no
-    // selection afterwards (an image without NFD drawn gets no noise, one
-    // that no transform drew is copied); the same values as below
+  // single_pass (CPU and CUDA) and cpp (CPU) without a gradient to x: one op
+  // reads the rows; no band/alpha/alpha_r cut out of them, no selection
+  // afterwards (an image without NFD drawn gets no noise, one that no
+  // transform drew is its input); the same values as below
+  const bool no_grad = !(at::GradMode::is_enabled() && x.requires_grad());
+  if (no_grad && (single_pass || x.device().is_cpu())) {
+    using RowsFn = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, bool,
+                              at::ArrayRef<double>, double, double);
     static const auto fused_rows = c10::Dispatcher::singleton()
                                        .findSchemaOrThrow("fastfreq::spectral_augment_fused_rows", "")
-                                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                                         const at::Tensor&, bool, bool,
-                                                         at::ArrayRef<double>, double, double)>();
-    return {fused_rows.call(x, rows, seed, use_ps, use_nfd, nfd_edges, sigma, radius_scale), rows};
+                                       .typed<RowsFn>();
+    static const auto unfused_rows = c10::Dispatcher::singleton()
+                                         .findSchemaOrThrow("fastfreq::spectral_augment_rows", "")
+                                         .typed<RowsFn>();
+    const auto& op_rows = single_pass ? fused_rows : unfused_rows;
+    return {op_rows.call(x, rows, seed, use_ps, use_nfd, nfd_edges, sigma, radius_scale), rows};
   }
   // with a gradient to x: through the ops with autograd formulas, then the
   // per-image selection

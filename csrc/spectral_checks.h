@@ -176,4 +176,33 @@ inline at::ScalarType compute_dtype(const at::Tensor& x) {
   return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+// The ops that take their per-image parameters as the rows of
+// fastfreq::draw_params, (B, kParamHead + n_bands) float32, instead of
+// band/alpha/alpha_r tensors (spectral_augment_rows on CPU,
+// spectral_augment_fused_rows): the rows' own checks, then the explicit op's
+// (alpha_r is a view of the rows). has_ps and has_nfd say which transforms the
+// call may apply; each image's row says which it does.
+inline SpectralParams check_rows_and_pack(const at::Tensor& x, const at::Tensor& rows,
+                                          const at::Tensor& seed, bool has_ps, bool has_nfd,
+                                          at::ArrayRef<double> nfd_edges, double sigma,
+                                          double radius_scale) {
+  FF_CHECK(x.dim() == 4, "fastfreq: x must have shape (B, C, H, W), got ", x.sizes());
+  FF_CHECK(nfd_edges.size() % 2 == 0, "fastfreq: nfd_edges must hold (a, b) pairs, got ",
+           static_cast<int64_t>(nfd_edges.size()), " values");
+  const int64_t n = static_cast<int64_t>(nfd_edges.size() / 2);
+  FF_CHECK(rows.device() == x.device(), "fastfreq: rows is on ", rows.device(), " but x is on ",
+           x.device());
+  FF_CHECK(rows.scalar_type() == at::kFloat && rows.dim() == 2 && rows.size(0) == x.size(0) &&
+               rows.size(1) == kParamHead + n,
+           "fastfreq: rows must be float32 of shape (", x.size(0), ", ", kParamHead + n,
+           ") (fastfreq::draw_params), got ", rows.scalar_type(), " ", rows.sizes());
+  const c10::optional<at::Tensor> none;
+  SpectralParams p = check_and_pack(
+      x, none, none, has_nfd ? c10::optional<at::Tensor>(rows.narrow(1, kParamHead, n)) : none,
+      none, has_nfd ? c10::optional<at::Tensor>(seed) : none, nfd_edges.vec(), sigma,
+      radius_scale);
+  p.has_ps = has_ps;
+  return p;
+}
+
 }  // namespace fastfreq

@@ -195,23 +195,28 @@ def child_ops(fn, parent: str) -> list[str]:
     return [c.name for c in tops[0].cpu_children]
 
 
+ROWS_OP = {"single_pass": "fastfreq::spectral_augment_fused_rows",
+           "cpp": "fastfreq::spectral_augment_rows"}
+
+
 @pytest.mark.skipif(not ext.available(), reason="fastfreq._C not built")
+@pytest.mark.parametrize("backend", ROWS_OP)
 @pytest.mark.parametrize("config", CONFIGS)
-def test_single_pass_sampled_is_the_draw_and_one_kernel_reading_the_rows(config):
-    """On the single-pass backend the sampled op is two ops (on a GPU, two
-    kernels): the draw, and the kernel that reads the rows itself; no
-    band/alpha/alpha_r cut out of the rows, no selection afterwards (images
-    that no transform drew are copied by the kernel, not transformed and
-    discarded). With a gradient wanted it keeps the ops that have autograd
-    formulas, with the same values."""
+def test_sampled_is_the_draw_and_one_op_reading_the_rows(config, backend):
+    """On single_pass (CPU and CUDA) and cpp (CPU) the sampled op is two ops
+    (on a GPU, two kernels for single_pass): the draw, and the op that reads
+    the rows itself; no band/alpha/alpha_r cut out of the rows, no second
+    suppression-only call, no selection afterwards (images that no transform
+    drew come back as their input from the op itself). With a gradient wanted
+    it keeps the ops that have autograd formulas, with the same values."""
     x = images("cpu", size=(40, 40))
     kw = CONFIGS[config]
-    names = child_ops(lambda: FF.spectral_augment_sampled(x, seed=7, backend="single_pass", **kw),
+    names = child_ops(lambda: FF.spectral_augment_sampled(x, seed=7, backend=backend, **kw),
                       "fastfreq::spectral_augment_sampled")
-    assert names == ["fastfreq::draw_params", "fastfreq::spectral_augment_fused_rows"], names
-    out, rows = FF.spectral_augment_sampled(x, seed=7, backend="single_pass", **kw)
+    assert names == ["fastfreq::draw_params", ROWS_OP[backend]], names
+    out, rows = FF.spectral_augment_sampled(x, seed=7, backend=backend, **kw)
     xg = x.clone().requires_grad_()
-    out_g, rows_g = FF.spectral_augment_sampled(xg, seed=7, backend="single_pass", **kw)
+    out_g, rows_g = FF.spectral_augment_sampled(xg, seed=7, backend=backend, **kw)
     assert torch.equal(rows, rows_g)
     assert torch.equal(out, out_g.detach())
     out_g.square().sum().backward()
@@ -219,12 +224,13 @@ def test_single_pass_sampled_is_the_draw_and_one_kernel_reading_the_rows(config)
 
 
 @pytest.mark.skipif(not ext.available(), reason="fastfreq._C not built")
-def test_fused_rows_op_checks_its_arguments():
+@pytest.mark.parametrize("name", ["spectral_augment_fused_rows", "spectral_augment_rows"])
+def test_rows_ops_check_their_arguments(name):
     x = images("cpu")
     seed = torch.tensor([1])
     rows = torch.ops.fastfreq.draw_params(seed, x.shape[0], 0.5, [0, 1, 2], 0.0, 1.0, 1.0, 3, False)
     edges = [0.0, 3.0, 4.0, 6.0, 7.0, 12.0]
-    op = torch.ops.fastfreq.spectral_augment_fused_rows
+    op = getattr(torch.ops.fastfreq, name)
     ok = op(x, rows, seed, True, True, edges, 1.0, 0.4)
     assert ok.shape == x.shape and torch.isfinite(ok).all()
     for bad in (rows.double(), rows[:, :-1], rows[:-1]):
@@ -234,6 +240,12 @@ def test_fused_rows_op_checks_its_arguments():
         op(x, rows, seed, True, True, edges[:-1], 1.0, 0.4)
     with pytest.raises(RuntimeError, match="seed"):
         op(x, rows, torch.tensor([1.0]), True, True, edges, 1.0, 0.4)
+    # out-of-range rows (edited by hand) make their image NaN, as bad explicit
+    # parameters do; the other images are untouched by it
+    edited = rows.clone()
+    edited[0, 1] = 5.0
+    out = op(x, edited, seed, True, True, edges, 1.0, 0.4)
+    assert out[0].isnan().all() and torch.equal(out[1:], ok[1:])
 
 
 def test_sampled_bad_arguments_name_themselves():

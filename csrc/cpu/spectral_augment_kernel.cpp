@@ -84,9 +84,12 @@ void apply_hermitian_rule(T* g, int H, int W, int Wh) {
 template <typename T>
 class Augmenter {
  public:
+  // rows (or null): the draw_params rows in T, row_len each, read instead of
+  // band/alpha/alpha_r
   Augmenter(const SpectralParams& p, const int64_t* band, const T* alpha, const T* alpha_r,
-            const T* noise, const int64_t* seed)
+            const T* noise, const int64_t* seed, const T* rows = nullptr, int64_t row_len = 0)
       : p_(p), band_(band), alpha_(alpha), alpha_r_(alpha_r), noise_(noise), seed_(seed),
+        rows_(rows), row_len_(row_len),
         bins_(static_cast<int64_t>(p.H) * p.Wh), pixels_(static_cast<int64_t>(p.H) * p.W),
         curves_(p.has_ps ? 3 * bins_ : 0), hills_(p.has_nfd ? p.n_bands * bins_ : 0),
         gain_(bins_, T(1)), scale_(bins_, T(0)), g_(bins_, T(0)),
@@ -104,22 +107,35 @@ class Augmenter {
   }
 
   // Image b: Y points at its C half-spectrum planes (interleaved complex), x
-  // at its C input planes.
-  void image(int64_t b, T* Y, const T* x) {
+  // at its C input planes. Returns true for an image that its row says no
+  // transform drew (Y untouched: the caller copies x to its output).
+  bool image(int64_t b, T* Y, const T* x) {
     // Out-of-range parameters (possible when Python skipped its value checks)
     // make the whole image NaN, as on every backend; nothing is read with them.
     bool bad = false;
+    const T* row = rows_ != nullptr ? rows_ + b * row_len_ : nullptr;
+    T alpha_b = T(0);
     if (p_.has_ps) {
-      const int64_t band_b = band_[b];
-      const T alpha_b = alpha_[b];
+      // a row's band is a float: out of range, NaN included, reads as -1
+      const int64_t band_b = row == nullptr ? band_[b]
+                             : (row[1] >= T(0) && row[1] <= T(2)) ? static_cast<int64_t>(row[1])
+                                                                  : int64_t(-1);
+      alpha_b = row == nullptr ? alpha_[b] : row[2];
       bad = !(band_b >= 0 && band_b <= 2 && alpha_b >= T(0) && alpha_b <= T(1));
       if (!bad) {
         const T* m = curves_.data() + band_b * bins_;
         for (int64_t i = 0; i < bins_; ++i) gain_[i] = gain_from_mask(alpha_b, m[i]);
       }
     }
-    if (p_.has_nfd) {
-      const T* ar = alpha_r_ + b * p_.n_bands;
+    const bool nfd = p_.has_nfd && (row == nullptr || row[3] != T(0));
+    if (p_.has_nfd && !nfd) {
+      // NFD not drawn for this image: noise std 0 (the bin is g X + 0)
+      std::fill(scale_.begin(), scale_.end(), T(0));
+      std::fill(g_.begin(), g_.end(), T(0));
+    }
+    if (row != nullptr && !bad && !nfd && alpha_b == T(0)) return true;
+    if (nfd) {
+      const T* ar = row == nullptr ? alpha_r_ + b * p_.n_bands : row + kParamHead;
       for (int j = 0; j < p_.n_bands; ++j) bad |= !(ar[j] >= T(0) && ar[j] <= T(1));
       if (!bad) {
         std::fill(scale_.begin(), scale_.end(), T(0));
@@ -132,12 +148,12 @@ class Augmenter {
     }
     if (bad) {
       std::fill(Y, Y + 2 * p_.C * bins_, std::numeric_limits<T>::quiet_NaN());
-      return;
+      return false;
     }
     for (int c = 0; c < p_.C; ++c) {
       const int64_t plane = b * p_.C + c;
       const T eps = l1_norm(x + c * pixels_, pixels_) * static_cast<T>(kDirEpsRel);
-      if (p_.has_nfd) {
+      if (nfd) {
         if (noise_ != nullptr) {
           std::copy_n(noise_ + plane * bins_, bins_, g_.data());
         } else {
@@ -154,6 +170,7 @@ class Augmenter {
       }
       apply_bins(Y + 2 * c * bins_, gain_.data(), scale_.data(), g_.data(), eps, bins_);
     }
+    return false;
   }
 
  private:
@@ -163,6 +180,8 @@ class Augmenter {
   const T* alpha_r_;
   const T* noise_;
   const int64_t* seed_;
+  const T* rows_;
+  int64_t row_len_;
   int64_t bins_, pixels_;
   std::vector<T> curves_, hills_, gain_, scale_, g_;
   std::vector<float> draws_, scratch_;
@@ -177,7 +196,7 @@ constexpr int64_t kChunkBytes = 256 * 1024;
 template <typename T>
 void augment_chunks(const at::Tensor& xf, at::Tensor& out, const SpectralParams& p,
                     const int64_t* band, const T* alpha, const T* alpha_r, const T* noise,
-                    const int64_t* seed) {
+                    const int64_t* seed, const T* rows = nullptr, int64_t row_len = 0) {
   const int64_t B = xf.size(0);
   const int64_t image_bytes = static_cast<int64_t>(p.C) * p.H * p.W * sizeof(T);
   const int64_t chunk = std::max<int64_t>(1, kChunkBytes / image_bytes);
@@ -191,7 +210,9 @@ void augment_chunks(const at::Tensor& xf, at::Tensor& out, const SpectralParams&
   std::atomic<int64_t> next_chunk{0};
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(n_chunks, at::get_num_threads()));
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    Augmenter<T> aug(p, band, alpha, alpha_r, noise, seed);
+    Augmenter<T> aug(p, band, alpha, alpha_r, noise, seed, rows, row_len);
+    std::vector<char> copied(static_cast<size_t>(chunk));
+    const int64_t image_len = static_cast<int64_t>(p.C) * p.H * p.W;
     for (int64_t ci = next_chunk++; ci < n_chunks; ci = next_chunk++) {
       const int64_t b0 = ci * chunk, n = std::min(chunk, B - b0);
       const at::Tensor xs = xf.narrow(0, b0, n);
@@ -200,9 +221,14 @@ void augment_chunks(const at::Tensor& xf, at::Tensor& out, const SpectralParams&
       const T* x = xs.data_ptr<T>();
       const int64_t plane_bins = static_cast<int64_t>(p.H) * p.Wh;
       for (int64_t i = 0; i < n; ++i)
-        aug.image(b0 + i, Y + 2 * i * p.C * plane_bins, x + i * p.C * p.H * p.W);
+        copied[i] = aug.image(b0 + i, Y + 2 * i * p.C * plane_bins, x + i * image_len);
       at::Tensor dst = out.narrow(0, b0, n);
       at::fft_irfft2_out(dst, spec, size2d);
+      // images that no transform drew: their input, bit for bit (out is
+      // contiguous in T, as xf)
+      T* d = dst.data_ptr<T>();
+      for (int64_t i = 0; i < n; ++i)
+        if (copied[i]) std::copy_n(x + i * image_len, image_len, d + i * image_len);
     }
   });
 }
@@ -232,6 +258,30 @@ at::Tensor spectral_augment_cpu(const at::Tensor& x, const c10::optional<at::Ten
         p.has_nfd ? ar_c.data_ptr<scalar_t>() : nullptr,
         noise.has_value() ? noise_c.data_ptr<scalar_t>() : nullptr,
         seed.has_value() ? &seed_v : nullptr);
+  });
+  return out.to(x.scalar_type());
+}
+
+// fastfreq::spectral_augment_rows on CPU: the cpp path with each image's
+// parameters read from its draw_params row (an image without NFD drawn gets no
+// noise; one that no transform drew is its input), so the sampled op is one
+// call with no selection afterwards.
+at::Tensor spectral_augment_rows_cpu(const at::Tensor& x, const at::Tensor& rows,
+                                     const at::Tensor& seed, bool has_ps, bool has_nfd,
+                                     at::ArrayRef<double> nfd_edges, double sigma,
+                                     double radius_scale) {
+  const SpectralParams p =
+      check_rows_and_pack(x, rows, seed, has_ps, has_nfd, nfd_edges, sigma, radius_scale);
+  if (x.numel() == 0) return at::empty(x.sizes(), x.options());
+  const auto dt = compute_dtype(x);
+  const at::Tensor xf = x.to(dt).contiguous();
+  at::Tensor out = at::empty(xf.sizes(), xf.options());
+  const at::Tensor rows_c = rows.to(dt).contiguous();
+  const int64_t seed_v = p.has_nfd ? seed.item<int64_t>() : 0;
+  AT_DISPATCH_FLOATING_TYPES(dt, "fastfreq_spectral_augment_rows_cpu", [&] {
+    augment_chunks<scalar_t>(xf, out, p, nullptr, nullptr, nullptr, nullptr,
+                             p.has_nfd ? &seed_v : nullptr, rows_c.data_ptr<scalar_t>(),
+                             rows_c.size(1));
   });
   return out.to(x.scalar_type());
 }
@@ -273,6 +323,7 @@ at::Tensor draw_params_cpu(const at::Tensor& seed, int64_t batch, double ps_p,
 
 TORCH_LIBRARY_IMPL(fastfreq, CPU, m) {
   m.impl("spectral_augment", &spectral_augment_cpu);
+  m.impl("spectral_augment_rows", &spectral_augment_rows_cpu);
   m.impl("philox_normal", &philox_normal_cpu);
   m.impl("draw_params", &draw_params_cpu);
 }

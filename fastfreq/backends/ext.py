@@ -110,11 +110,13 @@ if _C is not None:
 
     _autograd.register("fastfreq::spectral_augment_fused", _suppress_grad_fused)
 
-    @torch.library.register_fake("fastfreq::spectral_augment_fused_rows")
-    def _spectral_augment_fused_rows_fake(x, rows, seed, has_ps, has_nfd, nfd_edges, sigma,
-                                          radius_scale):
+    def _rows_op_fake(x, rows, seed, has_ps, has_nfd, nfd_edges, sigma, radius_scale):
         torch._check(x.dim() == 4, lambda: f"x must have 4 dims, got {x.dim()}")
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+    # the ops that read draw_params rows (single-pass kernel; cpp on CPU)
+    torch.library.register_fake("fastfreq::spectral_augment_fused_rows")(_rows_op_fake)
+    torch.library.register_fake("fastfreq::spectral_augment_rows")(_rows_op_fake)
 
     @torch.library.register_fake("fastfreq::draw_params")
     def _draw_params_fake(seed, batch, ps_p, ps_bands, alpha_lo, alpha_hi, nfd_p, n_bands,
