@@ -56,6 +56,7 @@ def _signature(fn, dtype: str):
     for n in ("sxb", "sxc", "sxh", "sob", "soc", "soh", "C", "H", "W", "Wh", "G"):
         sig[n] = "i32"
     sig["sigma"] = "fp32"
+    sig["row_len"] = "i32"
     return sig
 
 

@@ -87,4 +87,31 @@ FF_HD void draw_image_params(int64_t image, uint64_t seed, const DrawSettings& s
     out[kParamHead + k] = k == j ? u : static_cast<float>((b.w >> k) & 1u);
 }
 
+// ---------------------------------------------------------------- reading a row
+// How every op that takes the rows instead of band/alpha/alpha_r reads one
+// (the cpp pass, the cuFFT path's bin kernel, the single-pass kernel; in T,
+// the op's compute type). A band is a float: one outside [0, 2], NaN
+// included, reads as -1 (which the range checks then call bad).
+template <typename T>
+FF_HD int64_t row_band(const T* row) {
+  return (row[1] >= T(0) && row[1] <= T(2)) ? static_cast<int64_t>(row[1]) : int64_t(-1);
+}
+template <typename T>
+FF_HD T row_alpha(const T* row) { return row[2]; }
+template <typename T>
+FF_HD bool row_nfd(const T* row) { return row[3] != T(0); }
+// the control weights alpha_r (n_bands of them)
+template <typename T>
+FF_HD const T* row_weights(const T* row) { return row + kParamHead; }
+
+// An image whose row leaves it unchanged: no noise drawn (or no NFD in the
+// call) and gain 1 (suppression not drawn, or alpha 0, with a valid band).
+// Its output is its input, bit for bit. An image with bad values is never one
+// (it becomes NaN).
+template <typename T>
+FF_HD bool row_is_identity(const T* row, bool has_ps, bool has_nfd) {
+  if (has_nfd && row_nfd(row)) return false;
+  return !has_ps || (row_band(row) >= 0 && row_alpha(row) == T(0));
+}
+
 }  // namespace fastfreq

@@ -27,8 +27,8 @@ TORCH_LIBRARY(fastfreq, m) {
   m.def(
       "spectral_augment_fused_rows(Tensor x, Tensor rows, Tensor seed, bool has_ps, bool has_nfd, "
       "float[] nfd_edges, float sigma, float radius_scale) -> Tensor");
-  // the same for the cpp path (CPU): spectral_augment with each image's
-  // parameters read from its row
+  // the same for the cpp/cuda path (ATen's FFTs around one pass over the
+  // bins): spectral_augment with each image's parameters read from its row
   m.def(
       "spectral_augment_rows(Tensor x, Tensor rows, Tensor seed, bool has_ps, bool has_nfd, "
       "float[] nfd_edges, float sigma, float radius_scale) -> Tensor");
@@ -109,12 +109,12 @@ std::tuple<at::Tensor, at::Tensor> spectral_augment_sampled(
   static const auto unfused = c10::Dispatcher::singleton()
                                   .findSchemaOrThrow("fastfreq::spectral_augment", "")
                                   .typed<AugmentFn>();
-  // single_pass (CPU and CUDA) and cpp (CPU) without a gradient to x: one op
-  // reads the rows; no band/alpha/alpha_r cut out of them, no selection
-  // afterwards (an image without NFD drawn gets no noise, one that no
-  // transform drew is its input); the same values as below
+  // without a gradient to x (single_pass, and the cuFFT/cpp path, on CPU and
+  // CUDA): one op reads the rows; no band/alpha/alpha_r cut out of them, no
+  // selection afterwards (an image without NFD drawn gets no noise, one that
+  // no transform drew is its input); the same values as below
   const bool no_grad = !(at::GradMode::is_enabled() && x.requires_grad());
-  if (no_grad && (single_pass || x.device().is_cpu())) {
+  if (no_grad) {
     using RowsFn = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, bool,
                               at::ArrayRef<double>, double, double);
     static const auto fused_rows = c10::Dispatcher::singleton()

@@ -21,6 +21,7 @@ from .backends import NumpyFn, ext, numpy_ref, single_pass, torch_fft, triton_ke
 from .backends import draw_seed, kernel_seed
 from .philox import MAX_PS_BANDS, PARAM_HEAD, DrawSettings
 from .philox import draw_params as philox_draw_params
+from .philox import identity_rows, philox_normal
 from .constants import (BACKENDS, FLOAT32_SUM_LIMIT, FLOAT64_SUM_LIMIT, PAPER_BANDS,
                         SINGLE_PASS_MAX_SIDE)
 
@@ -555,7 +556,13 @@ def _draw_rows(name: str, seed: torch.Tensor, batch: int, settings) -> torch.Ten
 def _sampled_composite(a: _Args, name: str, settings, precision):
     """The in-op draw for the backends without a compiled one-call op (numpy,
     torch, triton; every backend under torch.func): the same rows and the
-    same selection as ``fastfreq::spectral_augment_sampled``."""
+    same per-image results as ``fastfreq::spectral_augment_sampled``.
+
+    triton without a gradient wanted: one launch that reads the rows. Else
+    one call of the backend with band/alpha/alpha_r cut out of the rows and,
+    when NFD is drawn for some images only, the Philox noise of the seed
+    (``fastfreq.philox``, the draw of the torch and numpy backends) zeroed on
+    the others; then the images that no transform drew are set back to x."""
     s, x = settings, a.x
     rows = _draw_rows(name, a.seed, x.shape[0], s)
     n = len(a.nfd_bands)
@@ -563,22 +570,27 @@ def _sampled_composite(a: _Args, name: str, settings, precision):
     use_nfd = s.nfd_p > 0 and a.sigma > 0 and n > 0
     if not (use_ps or use_nfd):
         return x.clone(), rows
+    functorch = torch._C._are_functorch_transforms_active()
+    if (name == "triton" and not functorch
+            and not (torch.is_grad_enabled() and x.requires_grad)):
+        return triton_kernel.spectral_augment_rows(x, rows, a.seed, use_ps, use_nfd, a.nfd_bands,
+                                                   a.sigma, a.radius_scale, precision), rows
     band = rows[:, 1].to(torch.int64) if use_ps else None
-    alpha = rows[:, 2] if use_ps else None
-
-    def call(alpha_r, seed):
-        # (without NFD the bands are not read; the backends take a valid set)
-        return _dispatch(_Args(x, band, alpha, alpha_r, None, a.sigma, a.radius_scale,
-                               a.nfd_bands or PAPER_BANDS, None, seed), name, precision)
-
-    out = call(rows[:, PARAM_HEAD:] if use_nfd else None, a.seed if use_nfd else None)
-    on = rows[:, :PARAM_HEAD].to(torch.bool)[:, :, None, None, None]
+    alpha = rows[:, 2] if use_ps else None  # 0 where not drawn: gain 1
+    alpha_r = rows[:, PARAM_HEAD:] if use_nfd else None
+    noise, seed = None, (a.seed if use_nfd else None)
     if use_nfd and s.nfd_p < 1:
-        rest = torch.where(on[:, 0], call(None, None), x) if use_ps else x
-        out = torch.where(on[:, 3], out, rest)
-    elif not use_nfd:
-        out = torch.where(on[:, 0], out, x)
-    return out, rows
+        B, C, H, W = x.shape
+        noise = philox_normal(a.seed, (B, C, H, W // 2 + 1), device=x.device)
+        noise = noise * rows[:, 3].view(-1, 1, 1, 1)  # no noise where NFD was not drawn
+        seed = None
+    # (without NFD the bands are not read; the backends take a valid set)
+    out = _dispatch(_Args(x, band, alpha, alpha_r, noise, a.sigma, a.radius_scale,
+                          a.nfd_bands or PAPER_BANDS, None, seed), name, precision)
+    if use_nfd and s.nfd_p >= 1:
+        return out, rows  # NFD on every image: none is left unchanged
+    keep = identity_rows(rows, use_ps, use_nfd).to(x.device)[:, None, None, None]
+    return torch.where(keep, x, out), rows
 
 
 def spectral_augment_sampled(x, seed=None, *, ps_p=1 / 3, bands=("L", "M", "H"), alpha=(0.0, 1.0),

@@ -177,3 +177,16 @@ def draw_params(seed: torch.Tensor, batch: int, settings: DrawSettings, device=N
         bits = ((b[3][:, None] >> k) & 1).to(torch.float32)
         cols.append(torch.where(k == j[:, None], u[:, None], bits))
     return torch.cat([c.reshape(batch, -1) for c in cols], dim=1)
+
+
+def identity_rows(rows: torch.Tensor, has_ps: bool, has_nfd: bool) -> torch.Tensor:
+    """Boolean ``(B,)``: the images that their draw_params row leaves
+    unchanged, as the C++/CUDA ops decide it (``row_is_identity`` in
+    csrc/param_draw.h): no NFD drawn (or none in the call), and gain 1
+    (suppression not drawn or ``alpha == 0``, with a band in [0, 2])."""
+    keep = torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
+    if has_nfd:
+        keep = keep & (rows[:, 3] == 0)
+    if has_ps:
+        keep = keep & (rows[:, 1] >= 0) & (rows[:, 1] <= 2) & (rows[:, 2] == 0)
+    return keep

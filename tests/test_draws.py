@@ -14,7 +14,8 @@ import fastfreq
 from fastfreq import functional as FF
 from fastfreq import reference as R
 from fastfreq.backends import ext
-from fastfreq.philox import DrawSettings, draw_params
+from fastfreq.backends import triton_kernel
+from fastfreq.philox import DrawSettings, draw_params, identity_rows
 from fastfreq.transforms import split_rows
 
 from .conftest import HAS_CUDA, backend_params
@@ -196,41 +197,77 @@ def child_ops(fn, parent: str) -> list[str]:
 
 
 ROWS_OP = {"single_pass": "fastfreq::spectral_augment_fused_rows",
-           "cpp": "fastfreq::spectral_augment_rows"}
+           "cpp": "fastfreq::spectral_augment_rows",
+           "triton": "fastfreq::spectral_augment_triton_rows"}
+NO_EXT = pytest.mark.skipif(not ext.available(), reason="fastfreq._C not built")
+NO_TRITON = pytest.mark.skipif(not triton_kernel.available(),
+                               reason=f"no Triton backend: {triton_kernel.version_problem()}")
+GPU_EXT = [pytest.mark.gpu, pytest.mark.skipif(not ext.has_cuda(),
+                                               reason="fastfreq._C built without CUDA")]
 
 
-@pytest.mark.skipif(not ext.available(), reason="fastfreq._C not built")
-@pytest.mark.parametrize("backend", ROWS_OP)
+def rows_op_params():
+    """Every op that reads draw_params rows, as (op name, device): the C++
+    ones on CPU (cpp, the single-pass host runner) and on a GPU (the cuFFT
+    path, the single-pass kernel), and the Triton kernel (interpreted on CPU)."""
+    return [pytest.param(("spectral_augment_rows", "cpu"), id="cpp-cpu", marks=NO_EXT),
+            pytest.param(("spectral_augment_fused_rows", "cpu"), id="single_pass-cpu", marks=NO_EXT),
+            pytest.param(("spectral_augment_triton_rows", "cuda" if HAS_CUDA else "cpu"),
+                         id="triton", marks=NO_TRITON),
+            pytest.param(("spectral_augment_rows", "cuda"), id="cuda-cuda", marks=GPU_EXT),
+            pytest.param(("spectral_augment_fused_rows", "cuda"), id="single_pass-cuda",
+                         marks=GPU_EXT)]
+
+
+@pytest.mark.parametrize("backend", [pytest.param("single_pass", marks=NO_EXT),
+                                     pytest.param("cpp", marks=NO_EXT),
+                                     pytest.param("triton", marks=NO_TRITON)])
 @pytest.mark.parametrize("config", CONFIGS)
 def test_sampled_is_the_draw_and_one_op_reading_the_rows(config, backend):
-    """On single_pass (CPU and CUDA) and cpp (CPU) the sampled op is two ops
-    (on a GPU, two kernels for single_pass): the draw, and the op that reads
-    the rows itself; no band/alpha/alpha_r cut out of the rows, no second
+    """On single_pass and cpp (CPU; on a GPU also cuda, with a GPU test below)
+    and triton the sampled op is the draw and the op that reads the rows
+    itself; no band/alpha/alpha_r cut out of the rows, no second
     suppression-only call, no selection afterwards (images that no transform
     drew come back as their input from the op itself). With a gradient wanted
-    it keeps the ops that have autograd formulas, with the same values."""
+    it keeps the ops that have autograd formulas, with the same values (for
+    triton, whose gradient path takes the noise of fastfreq.philox rather
+    than tl.randn4x when NFD is drawn for some images only, to the noise
+    draws' bound)."""
     x = images("cpu", size=(40, 40))
     kw = CONFIGS[config]
-    names = child_ops(lambda: FF.spectral_augment_sampled(x, seed=7, backend=backend, **kw),
-                      "fastfreq::spectral_augment_sampled")
-    assert names == ["fastfreq::draw_params", ROWS_OP[backend]], names
+    if backend == "triton":
+        names = top_level_ops(lambda: FF.spectral_augment_sampled(x, seed=7, backend=backend, **kw))
+        ops = [n for n in names if n.startswith("fastfreq::")]
+        assert ops == ["fastfreq::draw_params", ROWS_OP[backend]], names
+        assert not any(n in names for n in ("aten::where", "aten::fft_rfft2")), names
+    else:
+        names = child_ops(lambda: FF.spectral_augment_sampled(x, seed=7, backend=backend, **kw),
+                          "fastfreq::spectral_augment_sampled")
+        assert names == ["fastfreq::draw_params", ROWS_OP[backend]], names
     out, rows = FF.spectral_augment_sampled(x, seed=7, backend=backend, **kw)
     xg = x.clone().requires_grad_()
     out_g, rows_g = FF.spectral_augment_sampled(xg, seed=7, backend=backend, **kw)
     assert torch.equal(rows, rows_g)
-    assert torch.equal(out, out_g.detach())
+    if backend == "triton":
+        assert (out - out_g.detach()).abs().amax() < 1e-4
+    else:
+        assert torch.equal(out, out_g.detach())
     out_g.square().sum().backward()
     assert xg.grad is not None and xg.grad.abs().amax() > 0
 
 
-@pytest.mark.skipif(not ext.available(), reason="fastfreq._C not built")
-@pytest.mark.parametrize("name", ["spectral_augment_fused_rows", "spectral_augment_rows"])
-def test_rows_ops_check_their_arguments(name):
-    x = images("cpu")
-    seed = torch.tensor([1])
-    rows = torch.ops.fastfreq.draw_params(seed, x.shape[0], 0.5, [0, 1, 2], 0.0, 1.0, 1.0, 3, False)
+def _rows_op(name):
+    return getattr(torch.ops.fastfreq, name)
+
+
+@pytest.mark.parametrize("op_dev", rows_op_params())
+def test_rows_ops_check_their_arguments(op_dev):
+    name, dev = op_dev
+    x = images(dev)
+    seed = torch.tensor([1], device=dev)
+    rows = draw_params(seed, x.shape[0], DrawSettings(ps_p=0.5, n_bands=3))
     edges = [0.0, 3.0, 4.0, 6.0, 7.0, 12.0]
-    op = getattr(torch.ops.fastfreq, name)
+    op = _rows_op(name)
     ok = op(x, rows, seed, True, True, edges, 1.0, 0.4)
     assert ok.shape == x.shape and torch.isfinite(ok).all()
     for bad in (rows.double(), rows[:, :-1], rows[:-1]):
@@ -239,13 +276,48 @@ def test_rows_ops_check_their_arguments(name):
     with pytest.raises(RuntimeError, match="nfd_edges"):
         op(x, rows, seed, True, True, edges[:-1], 1.0, 0.4)
     with pytest.raises(RuntimeError, match="seed"):
-        op(x, rows, torch.tensor([1.0]), True, True, edges, 1.0, 0.4)
+        op(x, rows, torch.tensor([1.0], device=dev), True, True, edges, 1.0, 0.4)
     # out-of-range rows (edited by hand) make their image NaN, as bad explicit
     # parameters do; the other images are untouched by it
     edited = rows.clone()
     edited[0, 1] = 5.0
     out = op(x, edited, seed, True, True, edges, 1.0, 0.4)
     assert out[0].isnan().all() and torch.equal(out[1:], ok[1:])
+
+
+# hand-made rows [ps_applied, band, alpha, nfd_applied, w0, w1, w2] for the
+# edge cases of "this row leaves its image unchanged"
+EDGE_ROWS = [
+    [0, 1, 0.0, 0, 0, 1, 0.5],     # nothing drawn
+    [1, 2, 0.0, 0, 1, 1, 0.5],     # suppression drawn with alpha 0: gain 1
+    [1, 1, 0.5, 0, 0, 0, 0.5],     # suppression only
+    [0, 0, 0.0, 1, 0, 1, 0.25],    # NFD only
+    [0, float("nan"), 0.0, 0, 0, 0, 0],  # bad band (NaN) when suppression is read
+    [0, 1, 0.0, 0, 2.0, 0, 0],     # bad weights, not read without NFD drawn
+    [1, 0, 1.0, 1, 1, 0, 0.75],    # both
+    [0, 3, 0.0, 0, 0, 0, 0],       # bad band (3) when suppression is read
+]
+
+
+@pytest.mark.parametrize("flags", [(True, True), (True, False), (False, True)],
+                         ids=["both", "ps-only", "nfd-only"])
+@pytest.mark.parametrize("op_dev", rows_op_params())
+def test_rows_ops_leave_exactly_the_identity_rows_unchanged(op_dev, flags):
+    """Every rows op keeps an image bit for bit exactly where
+    fastfreq.philox.identity_rows (the rule the composite backends use)
+    says so, and changes (or, for bad values, NaNs) every other one."""
+    name, dev = op_dev
+    has_ps, has_nfd = flags
+    x = images(dev, B=len(EDGE_ROWS))
+    rows = torch.tensor(EDGE_ROWS, dtype=torch.float32, device=dev)
+    out = _rows_op(name)(x, rows, torch.tensor([9], device=dev), has_ps, has_nfd,
+                         [0.0, 3.0, 4.0, 6.0, 7.0, 12.0], 1.0, 0.4)
+    keep = identity_rows(rows, has_ps, has_nfd)
+    assert keep.any() and (~keep).any()
+    assert torch.equal(out[keep], x[keep])
+    for i in torch.nonzero(~keep).flatten().tolist():
+        nan = out[i].isnan()
+        assert nan.all() or (~nan.any() and (out[i] - x[i]).abs().amax() > 1e-3), i
 
 
 def test_sampled_bad_arguments_name_themselves():

@@ -116,26 +116,23 @@ class Augmenter {
     const T* row = rows_ != nullptr ? rows_ + b * row_len_ : nullptr;
     T alpha_b = T(0);
     if (p_.has_ps) {
-      // a row's band is a float: out of range, NaN included, reads as -1
-      const int64_t band_b = row == nullptr ? band_[b]
-                             : (row[1] >= T(0) && row[1] <= T(2)) ? static_cast<int64_t>(row[1])
-                                                                  : int64_t(-1);
-      alpha_b = row == nullptr ? alpha_[b] : row[2];
+      const int64_t band_b = row == nullptr ? band_[b] : row_band(row);
+      alpha_b = row == nullptr ? alpha_[b] : row_alpha(row);
       bad = !(band_b >= 0 && band_b <= 2 && alpha_b >= T(0) && alpha_b <= T(1));
       if (!bad) {
         const T* m = curves_.data() + band_b * bins_;
         for (int64_t i = 0; i < bins_; ++i) gain_[i] = gain_from_mask(alpha_b, m[i]);
       }
     }
-    const bool nfd = p_.has_nfd && (row == nullptr || row[3] != T(0));
+    const bool nfd = p_.has_nfd && (row == nullptr || row_nfd(row));
     if (p_.has_nfd && !nfd) {
       // NFD not drawn for this image: noise std 0 (the bin is g X + 0)
       std::fill(scale_.begin(), scale_.end(), T(0));
       std::fill(g_.begin(), g_.end(), T(0));
     }
-    if (row != nullptr && !bad && !nfd && alpha_b == T(0)) return true;
+    if (row != nullptr && row_is_identity(row, p_.has_ps, p_.has_nfd)) return true;
     if (nfd) {
-      const T* ar = row == nullptr ? alpha_r_ + b * p_.n_bands : row + kParamHead;
+      const T* ar = row == nullptr ? alpha_r_ + b * p_.n_bands : row_weights(row);
       for (int j = 0; j < p_.n_bands; ++j) bad |= !(ar[j] >= T(0) && ar[j] <= T(1));
       if (!bad) {
         std::fill(scale_.begin(), scale_.end(), T(0));

@@ -20,14 +20,22 @@ namespace {
 // launch fail with an error instead of writing past `partial`.
 constexpr int kThreads = 256;
 
+// rows (or null): the draw_params rows in T, row_len each, read instead of
+// band/alpha/alpha_r (csrc/param_draw.h): no noise where the row has no NFD
+// drawn; an identity image's planes are left as they are (the op writes its
+// input over them after the inverse FFT).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     augment_planes_kernel(T* __restrict__ Y, const T* __restrict__ x,
                           const int64_t* __restrict__ band, const T* __restrict__ alpha,
                           const T* __restrict__ alpha_r, const T* __restrict__ noise,
-                          const int64_t* __restrict__ seed, SpectralParams p) {
+                          const int64_t* __restrict__ seed, SpectralParams p,
+                          const T* __restrict__ rows, int64_t row_len) {
   const int64_t plane = blockIdx.x;
   const int64_t b = plane / p.C;
+  const T* row = rows != nullptr ? rows + b * row_len : nullptr;
+  // the same for every thread of the block: returns before any barrier
+  if (row != nullptr && row_is_identity(row, p.has_ps, p.has_nfd)) return;
   const int H = p.H, W = p.W, Wh = p.Wh;
   const int64_t plane_px = static_cast<int64_t>(H) * W;
   const int64_t plane_bins = static_cast<int64_t>(H) * Wh;
@@ -49,12 +57,14 @@ __global__ void __launch_bounds__(kThreads)
   T alpha_b = T(0);
   bool bad = false;  // invalid parameters give NaN output rather than a device assert
   if (p.has_ps) {
-    const int64_t band_v = band[b];  // compared before narrowing: 2**32 is not band 0
-    alpha_b = alpha[b];
+    // compared before narrowing: 2**32 is not band 0
+    const int64_t band_v = row == nullptr ? band[b] : row_band(row);
+    alpha_b = row == nullptr ? alpha[b] : row_alpha(row);
     bad = !(band_v >= 0 && band_v <= 2 && alpha_b >= T(0) && alpha_b <= T(1));
     band_b = bad ? 0 : static_cast<int>(band_v);
   }
-  const T* ar = p.has_nfd ? alpha_r + b * p.n_bands : nullptr;
+  const bool nfd = p.has_nfd && (row == nullptr || row_nfd(row));
+  const T* ar = !nfd ? nullptr : row == nullptr ? alpha_r + b * p.n_bands : row_weights(row);
   for (int i = 0; ar != nullptr && i < p.n_bands; ++i) bad |= !(ar[i] >= T(0) && ar[i] <= T(1));
   const uint64_t seed_v = seed != nullptr ? static_cast<uint64_t>(*seed) : 0;
   const T inv_hw = T(1) / static_cast<T>(plane_px);
@@ -67,7 +77,7 @@ __global__ void __launch_bounds__(kThreads)
         p.has_ps ? gain_from_mask(alpha_b, band_curve(band_b, s * static_cast<T>(p.inv_radius_scale)))
                  : T(1);
     T n = T(0);
-    if (p.has_nfd) {
+    if (nfd) {
       const int rc = canonical_row(r, k, H, W);
       const T g = noise != nullptr
                       ? noise[plane * plane_bins + static_cast<int64_t>(rc) * Wh + k]
@@ -124,13 +134,70 @@ at::Tensor spectral_augment_cuda(const at::Tensor& x, const c10::optional<at::Te
         p.has_ps ? alpha_c.data_ptr<scalar_t>() : nullptr,
         p.has_nfd ? ar_c.data_ptr<scalar_t>() : nullptr,
         noise.has_value() ? noise_c.data_ptr<scalar_t>() : nullptr,
-        seed.has_value() ? seed_c.data_ptr<int64_t>() : nullptr, p);
+        seed.has_value() ? seed_c.data_ptr<int64_t>() : nullptr, p, nullptr, 0);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   // norm="forward": the inverse is unnormalised (the kernel applied 1/(H W)),
   // which saves ATen's separate scaling pass over the output
   return at::fft_irfft2(spec, std::vector<int64_t>{p.H, p.W}, {-2, -1}, "forward")
       .to(x.scalar_type());
+}
+
+// One block per image: an image whose row is the identity gets its input back
+// (out and x contiguous, in x's dtype); the others return at once.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    restore_identity_kernel(T* __restrict__ out, const T* __restrict__ x,
+                            const float* __restrict__ rows, int64_t row_len, int64_t image_len,
+                            bool has_ps, bool has_nfd) {
+  const int64_t b = blockIdx.x;
+  if (!row_is_identity(rows + b * row_len, has_ps, has_nfd)) return;
+  for (int64_t i = threadIdx.x; i < image_len; i += blockDim.x)
+    out[b * image_len + i] = x[b * image_len + i];
+}
+
+// fastfreq::spectral_augment_rows on CUDA: the cuFFT path with each image's
+// parameters read from its draw_params row on the device. Kernels: rfft2, the
+// bin kernel, irfft2, the identity restore (plus dtype casts for half and
+// bfloat16 inputs); no second call, no selection, no host sync.
+at::Tensor spectral_augment_rows_cuda(const at::Tensor& x, const at::Tensor& rows,
+                                      const at::Tensor& seed, bool has_ps, bool has_nfd,
+                                      at::ArrayRef<double> nfd_edges, double sigma,
+                                      double radius_scale) {
+  const SpectralParams p =
+      check_rows_and_pack(x, rows, seed, has_ps, has_nfd, nfd_edges, sigma, radius_scale);
+  if (x.numel() == 0) return at::empty(x.sizes(), x.options());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t planes = x.size(0) * x.size(1);
+  FF_CHECK(planes < (int64_t(1) << 31), "fastfreq: too many planes for one launch: ", planes);
+  const auto dt = compute_dtype(x);
+  const at::Tensor xf = x.to(dt).contiguous();
+  at::Tensor spec = at::fft_rfft2(xf).contiguous();
+  const at::Tensor rows_f = rows.contiguous();  // float32 (checked)
+  const at::Tensor rows_c = rows_f.to(dt);      // exact for float64
+  const at::Tensor seed_c = p.has_nfd ? seed.contiguous() : at::Tensor();
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(dt, "fastfreq_spectral_augment_rows_cuda", [&] {
+    augment_planes_kernel<scalar_t><<<static_cast<unsigned>(planes), kThreads, 0, stream>>>(
+        reinterpret_cast<scalar_t*>(spec.data_ptr<c10::complex<scalar_t>>()),
+        xf.data_ptr<scalar_t>(), nullptr, nullptr, nullptr, nullptr,
+        p.has_nfd ? seed_c.data_ptr<int64_t>() : nullptr, p, rows_c.data_ptr<scalar_t>(),
+        rows_c.size(1));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  at::Tensor out = at::fft_irfft2(spec, std::vector<int64_t>{p.H, p.W}, {-2, -1}, "forward")
+                       .to(x.scalar_type())
+                       .contiguous();
+  const at::Tensor xc = x.contiguous();
+  const int64_t image_len = x.numel() / x.size(0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
+                                  "fastfreq_restore_identity_cuda", [&] {
+    restore_identity_kernel<scalar_t><<<static_cast<unsigned>(x.size(0)), kThreads, 0, stream>>>(
+        out.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(), rows_f.data_ptr<float>(),
+        rows_f.size(1), image_len, p.has_ps, p.has_nfd);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
 }
 
 at::Tensor philox_normal_cuda(const at::Tensor& seed, at::IntArrayRef shape) {
@@ -175,6 +242,7 @@ at::Tensor draw_params_cuda(const at::Tensor& seed, int64_t batch, double ps_p,
 
 TORCH_LIBRARY_IMPL(fastfreq, CUDA, m) {
   m.impl("spectral_augment", &spectral_augment_cuda);
+  m.impl("spectral_augment_rows", &spectral_augment_rows_cuda);
   m.impl("philox_normal", &philox_normal_cuda);
   m.impl("draw_params", &draw_params_cuda);
 }

@@ -165,16 +165,14 @@ FF_HD ImageParams<Acc> image_params(const Batch<In, Acc>& bt, int64_t plane) {
   if (p.has_ps) {
     // compared before narrowing: 2**32 is not band 0 (a row's band is a float:
     // out of range, NaN included, reads as -1)
-    const int64_t band_v = row == nullptr ? bt.band[b]
-                           : (row[1] >= Acc(0) && row[1] <= Acc(2)) ? static_cast<int64_t>(row[1])
-                                                                     : int64_t(-1);
-    ip.alpha = row == nullptr ? bt.alpha[b] : row[2];
+    const int64_t band_v = row == nullptr ? bt.band[b] : row_band(row);
+    ip.alpha = row == nullptr ? bt.alpha[b] : row_alpha(row);
     ip.bad = !(band_v >= 0 && band_v <= 2 && ip.alpha >= Acc(0) && ip.alpha <= Acc(1));
     ip.band = ip.bad ? 0 : static_cast<int>(band_v);
   }
-  ip.nfd = p.has_nfd && (row == nullptr || row[3] != Acc(0));
+  ip.nfd = p.has_nfd && (row == nullptr || row_nfd(row));
   if (ip.nfd) {
-    ip.ar = row == nullptr ? bt.alpha_r + b * p.n_bands : row + kParamHead;
+    ip.ar = row == nullptr ? bt.alpha_r + b * p.n_bands : row_weights(row);
     for (int i = 0; i < p.n_bands; ++i) ip.bad |= !(ip.ar[i] >= Acc(0) && ip.ar[i] <= Acc(1));
   }
   ip.identity = bt.copy_identity && !ip.bad && !ip.nfd && ip.alpha == Acc(0);

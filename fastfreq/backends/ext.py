@@ -114,7 +114,7 @@ if _C is not None:
         torch._check(x.dim() == 4, lambda: f"x must have 4 dims, got {x.dim()}")
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
 
-    # the ops that read draw_params rows (single-pass kernel; cpp on CPU)
+    # the ops that read draw_params rows (the single-pass kernel; the cpp/cuda path)
     torch.library.register_fake("fastfreq::spectral_augment_fused_rows")(_rows_op_fake)
     torch.library.register_fake("fastfreq::spectral_augment_rows")(_rows_op_fake)
 

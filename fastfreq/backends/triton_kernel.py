@@ -278,14 +278,18 @@ if triton is not None:
     @triton.jit
     def _spectral_augment_kernel(
         x_ptr, out_ptr, band_ptr, alpha_ptr, ar_ptr, noise_ptr, seed_ptr, masks_ptr, hills_ptr,
-        ch_ptr, sh_ptr, cw_ptr, sw_ptr, icw_ptr, isw_ptr,
+        ch_ptr, sh_ptr, cw_ptr, sw_ptr, icw_ptr, isw_ptr, rows_ptr,
         sxb, sxc, sxh, sxw, sob, soc, soh, sow,
-        C, H, W, Wh, G, sigma,
+        C, H, W, Wh, G, sigma, row_len,
         HP: tl.constexpr, WP: tl.constexpr, WHP: tl.constexpr, N_BANDS: tl.constexpr,
         HAS_PS: tl.constexpr, HAS_NFD: tl.constexpr, NOISE_IN_KERNEL: tl.constexpr,
         PRECISION: tl.constexpr, ROUND_TF32: tl.constexpr, EPS_REL: tl.constexpr,
-        NG: tl.constexpr,
+        NG: tl.constexpr, FROM_ROWS: tl.constexpr = False,
     ):
+        """FROM_ROWS: the parameters are read from the plane's draw_params row
+        (rows_ptr, row_len floats each; csrc/param_draw.h) instead of
+        band/alpha/alpha_r: no noise where the row has no NFD drawn, and an
+        image that the row leaves unchanged is stored as its input."""
         plane = tl.program_id(0).to(tl.int64)
         b = plane // C
         c = plane % C
@@ -316,9 +320,26 @@ if triton is not None:
         valid = (r < H) & (k < Wh)
         tab = r * WHP + k
         bad = plane < 0  # a False scalar of the kernel's type
+        nfd_on = plane >= 0  # NFD on this image (True unless its row says not)
+        alpha = 0.0
+        if FROM_ROWS:
+            row = rows_ptr + b * row_len
+            ar_base = row + 4  # PARAM_HEAD
+            if HAS_NFD:
+                nfd_on = tl.load(row + 3) != 0.0
+            else:
+                nfd_on = bad
+        else:
+            ar_base = ar_ptr + b * N_BANDS
         if HAS_PS:
-            band = tl.load(band_ptr + b)
-            alpha = tl.load(alpha_ptr + b).to(tl.float32)
+            if FROM_ROWS:
+                # a row's band is a float: outside [0, 2] (NaN included) it reads as -1
+                band_f = tl.load(row + 1)
+                band = tl.where((band_f >= 0.0) & (band_f <= 2.0), band_f, -1.0).to(tl.int32)
+                alpha = tl.load(row + 2)
+            else:
+                band = tl.load(band_ptr + b)
+                alpha = tl.load(alpha_ptr + b).to(tl.float32)
             bad = bad | (band < 0) | (band > 2) | ~((alpha >= 0.0) & (alpha <= 1.0))
             m = tl.load(masks_ptr + tl.where(bad, 0, band) * (HP * WHP) + tab)
             gain = _gain_from_mask(alpha, m)
@@ -327,10 +348,12 @@ if triton is not None:
         if HAS_NFD:
             M = tl.zeros((HP, WHP), dtype=tl.float32)
             for i in tl.static_range(N_BANDS):
-                w_i = tl.load(ar_ptr + b * N_BANDS + i).to(tl.float32)
-                bad = bad | ~((w_i >= 0.0) & (w_i <= 1.0))
+                w_i = tl.load(ar_base + i).to(tl.float32)
+                bad = bad | (nfd_on & ~((w_i >= 0.0) & (w_i <= 1.0)))
                 M += w_i * tl.load(hills_ptr + i * (HP * WHP) + tab)
             std = tl.where(valid, _std_from_control(sigma, M), 0.0)
+            if FROM_ROWS:
+                std = tl.where(nfd_on, std, 0.0)
             if NOISE_IN_KERNEL:
                 g = _noise_tile(tl.load(seed_ptr), plane, H, W, G, HP, WHP, NG)
             else:
@@ -352,6 +375,12 @@ if triton is not None:
         out = tl.dot(_to_tf32(ur, ROUND_TF32), tl.load(icw_ptr + kw), input_precision=PRECISION)
         out = out - tl.dot(_to_tf32(ui, ROUND_TF32), tl.load(isw_ptr + kw), input_precision=PRECISION)
         out = tl.where(bad, float("nan"), out)
+        if FROM_ROWS:
+            # gain 1 and no noise: the input itself, bit for bit
+            keep = ~bad & ~nfd_on
+            if HAS_PS:
+                keep = keep & (alpha == 0.0)
+            out = tl.where(keep, x, out)
         tl.store(out_ptr + b * sob + c * soc + rows[:, None] * soh + cols_w[None, :] * sow,
                  out.to(out_ptr.dtype.element_ty), mask=in_img)
 
@@ -425,28 +454,56 @@ def check_op_args(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius
 
 
 def kernel_meta(H: int, W: int, n_bands: int, has_ps: bool, has_nfd: bool,
-                noise_in_kernel: bool, precision: str) -> dict:
+                noise_in_kernel: bool, precision: str, from_rows: bool = False) -> dict:
     """The kernel's compile-time arguments for one launch (``precision`` as
     resolved: "ieee" under the interpreter); ``bench/aot.py`` compiles the
     same ones without a GPU."""
     HP, WP, WHP = tiles(H, W)
     return dict(HP=HP, WP=WP, WHP=WHP, N_BANDS=n_bands, HAS_PS=has_ps, HAS_NFD=has_nfd,
                 NOISE_IN_KERNEL=noise_in_kernel, PRECISION=precision,
-                ROUND_TF32=precision == "tf32", EPS_REL=DIR_EPS_REL, NG=noise_groups(H, W))
+                ROUND_TF32=precision == "tf32", EPS_REL=DIR_EPS_REL, NG=noise_groups(H, W),
+                FROM_ROWS=from_rows)
 
 
-def launch(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius_scale, precision):
-    """Run the kernel (the body of the registered op); checks the structure of
-    its arguments first."""
-    check_op_args(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius_scale)
+def check_rows_args(x, rows, seed, has_nfd, nfd_edges, sigma, radius_scale):
+    """The structural checks of the rows op (those of the C++ rows ops,
+    csrc/spectral_checks.h check_rows_and_pack)."""
+    n = len(nfd_edges) // 2
+    if x.dim() != 4:
+        check_op_args(x, None, None, None, None, None, nfd_edges, sigma, radius_scale)  # raises
+    if len(nfd_edges) % 2:
+        raise RuntimeError(f"fastfreq: nfd_edges must hold (a, b) pairs, got {len(nfd_edges)} values")
+    if (rows.device != x.device or rows.dtype != torch.float32
+            or tuple(rows.shape) != (x.shape[0], 4 + n)):
+        raise RuntimeError(f"fastfreq: rows must be float32 of shape ({x.shape[0]}, {4 + n}) "
+                           f"(fastfreq::draw_params) on {x.device}, got {rows.dtype} "
+                           f"{tuple(rows.shape)} on {rows.device}")
+    # the rest as for explicit parameters: alpha_r stands for the weight columns
+    check_op_args(x, None, None, rows[:, 4:] if has_nfd else None, None,
+                  seed if has_nfd else None, nfd_edges, sigma, radius_scale)
+
+
+def launch(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius_scale, precision,
+           rows=None, has_ps=False):
+    """Run the kernel (the body of the registered ops); checks the structure of
+    its arguments first. With ``rows`` (draw_params rows; band, alpha,
+    alpha_r None; alpha_r's place taken by ``has_nfd = seed is not None``) the
+    kernel reads each image's parameters from its row."""
+    from_rows = rows is not None
+    if from_rows:
+        check_rows_args(x, rows, seed, seed is not None, nfd_edges, sigma, radius_scale)
+    else:
+        check_op_args(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius_scale)
     B, C, H, W = x.shape
     out = torch.empty_like(x)
     if x.numel() == 0:
         return out
     dev = x.device
     bands = edges_to_bands(nfd_edges) or ((0.0, 1.0),)
-    meta = kernel_meta(H, W, len(bands), band is not None, alpha_r is not None,
-                       alpha_r is not None and noise is None, precision)
+    use_ps = has_ps if from_rows else band is not None
+    use_nfd = seed is not None if from_rows else alpha_r is not None
+    meta = kernel_meta(H, W, len(bands), use_ps, use_nfd, use_nfd and noise is None, precision,
+                       from_rows)
     round_tf32 = meta["ROUND_TF32"]
     tw = _cached(("tw", H, W, str(dev), round_tf32), lambda: _build_twiddles(H, W, dev, round_tf32))
     curves = _cached(("curves", H, W, float(radius_scale), bands, str(dev)),
@@ -459,8 +516,9 @@ def launch(x, band, alpha, alpha_r, noise, seed, nfd_edges, sigma, radius_scale,
             alpha_r.contiguous() if alpha_r is not None else dummy_f,
             noise.contiguous() if noise is not None else dummy_f,
             seed.contiguous() if seed is not None else dummy_i,
-            *curves, *tw, *x.stride(), *out.stride(),
-            C, H, W, W // 2 + 1, groups_per_row(W // 2 + 1), float(sigma))
+            *curves, *tw, rows.contiguous() if from_rows else dummy_f, *x.stride(), *out.stride(),
+            C, H, W, W // 2 + 1, groups_per_row(W // 2 + 1), float(sigma),
+            rows.shape[1] if from_rows else 0)
     if interpreted() or not _autotune_enabled() or precision == "ieee":
         _spectral_augment_kernel[(B * C,)](*args, **meta, num_warps=default_warps(H, W, precision),
                                             num_stages=1)
@@ -490,6 +548,30 @@ if triton is not None:
                    ctx.radius_scale, *ctx.extra)
 
     _autograd.register("fastfreq::spectral_augment_triton", _suppress_grad, n_extra=1)
+
+    @torch.library.custom_op("fastfreq::spectral_augment_triton_rows", mutates_args=())
+    def _rows_op(x: torch.Tensor, rows: torch.Tensor, seed: torch.Tensor, has_ps: bool,
+                 has_nfd: bool, nfd_edges: list[float], sigma: float, radius_scale: float,
+                 precision: str = DEFAULT_PRECISION) -> torch.Tensor:
+        """The C++ rows ops' schema plus ``precision``: one launch that reads
+        each image's parameters from its draw_params row. No autograd formula
+        (spectral_augment_sampled takes it only where no gradient is wanted)."""
+        return launch(x, None, None, None, None, seed if has_nfd else None, nfd_edges, sigma,
+                      radius_scale, _resolve_precision(precision), rows=rows, has_ps=has_ps)
+
+    @_rows_op.register_fake
+    def _(x, rows, seed, has_ps, has_nfd, nfd_edges, sigma, radius_scale,
+          precision=DEFAULT_PRECISION):
+        torch._check(x.dim() == 4, lambda: f"x must have 4 dims, got {x.dim()}")
+        return torch.empty_like(x)
+
+
+def spectral_augment_rows(x, rows, seed, has_ps, has_nfd, nfd_bands, sigma, radius_scale,
+                          precision=None):
+    """The in-op draw's augmentation on the Triton backend: one launch reading
+    the draw_params ``rows`` (fastfreq.spectral_augment_sampled)."""
+    return _rows_op(x, rows, seed, bool(has_ps), bool(has_nfd), bands_to_edges(nfd_bands),
+                    float(sigma), float(radius_scale), _resolve_precision(precision))
 
 
 def spectral_augment(x, band, alpha, alpha_r, noise, sigma, radius_scale, nfd_bands, generator,
