@@ -7,8 +7,9 @@ Covers: the cuFFT-path bin kernel (PS, NFD with in-kernel noise and with
 explicit noise, both), the single-pass kernel at every side class it
 specialises (8, 12, 16, 32, 40, 64 px; odd sides; 1 to 5 channels so that a
 block holds several images and a partial last block), the Philox normal
-kernel, the parameter-draw kernel, the single-pass kernel reading the drawn
-rows (every side class) and the sampled composite op. Prints one
+kernel, the parameter-draw kernel, the ops reading the drawn rows at every
+side class (the single-pass kernel; the cuFFT path's bin kernel and its
+identity restore) and the sampled composite op. Prints one
 line per case and exits 1 if a result is not finite (the sanitizer reports
 its own errors and sets its own exit code).
 """
@@ -41,12 +42,14 @@ def cases():
                                                                     edges, 1.0, 1.0)
                 yield f"{op} {B}x{C}x{side}x{side} both+noise", lambda: f(x, band, alpha, alpha_r, noise,
                                                                            None, edges, 1.0, 1.0)
-            # the single-pass kernel reading draw_params rows (undrawn images copied)
+            # the ops reading draw_params rows (undrawn images copied): the
+            # single-pass kernel, and the cuFFT path's bin kernel + restore
             rows = torch.ops.fastfreq.draw_params(seed, B, 0.5, [0, 1, 2], 0.0, 1.0, 0.5, len(bands),
                                                   False)
-            yield f"spectral_augment_fused_rows {B}x{C}x{side}x{side}", lambda: (
-                torch.ops.fastfreq.spectral_augment_fused_rows(x, rows, seed, True, True, edges, 1.0,
-                                                               side / 40))
+            for op in ("spectral_augment_fused_rows", "spectral_augment_rows"):
+                f = getattr(torch.ops.fastfreq, op)
+                yield f"{op} {B}x{C}x{side}x{side}", lambda: f(x, rows, seed, True, True, edges, 1.0,
+                                                               side / 40)
     seed = torch.tensor([3], device="cuda")
     yield "philox_normal", lambda: torch.ops.fastfreq.philox_normal(seed, [5, 3, 40, 21])
     yield "draw_params", lambda: torch.ops.fastfreq.draw_params(seed, 1000, 0.5, [0, 1, 2], 0.0, 1.0,

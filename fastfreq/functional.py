@@ -562,7 +562,8 @@ def _sampled_composite(a: _Args, name: str, settings, precision):
     one call of the backend with band/alpha/alpha_r cut out of the rows and,
     when NFD is drawn for some images only, the Philox noise of the seed
     (``fastfreq.philox``, the draw of the torch and numpy backends) zeroed on
-    the others; then the images that no transform drew are set back to x."""
+    the others. The images that no transform drew are left out of that call
+    on numpy (see _can_compact) and set back to x otherwise."""
     s, x = settings, a.x
     rows = _draw_rows(name, a.seed, x.shape[0], s)
     n = len(a.nfd_bands)
@@ -584,13 +585,36 @@ def _sampled_composite(a: _Args, name: str, settings, precision):
         noise = philox_normal(a.seed, (B, C, H, W // 2 + 1), device=x.device)
         noise = noise * rows[:, 3].view(-1, 1, 1, 1)  # no noise where NFD was not drawn
         seed = None
-    # (without NFD the bands are not read; the backends take a valid set)
+    nfd_bands = a.nfd_bands or PAPER_BANDS  # (without NFD the bands are not read)
+    if use_nfd and s.nfd_p >= 1:  # NFD on every image: none is left unchanged
+        return _dispatch(_Args(x, band, alpha, alpha_r, noise, a.sigma, a.radius_scale,
+                               nfd_bands, None, seed), name, precision), rows
+    keep = identity_rows(rows, use_ps, use_nfd).to(x.device)
+    if _can_compact(x, name, functorch):
+        # only the images that a transform drew go through the backend (the
+        # parameters here are explicit, so a sub-batch gives the same values)
+        todo = (~keep).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            return x.clone(), rows
+        pick = (lambda t: t) if todo.numel() == x.shape[0] else (
+            lambda t: None if t is None else t.index_select(0, todo.to(t.device)))
+        part = _dispatch(_Args(pick(x), pick(band), pick(alpha), pick(alpha_r), pick(noise),
+                               a.sigma, a.radius_scale, nfd_bands, None, seed), name, precision)
+        return x.index_copy(0, todo, part.to(x.dtype)), rows
     out = _dispatch(_Args(x, band, alpha, alpha_r, noise, a.sigma, a.radius_scale,
-                          a.nfd_bands or PAPER_BANDS, None, seed), name, precision)
-    if use_nfd and s.nfd_p >= 1:
-        return out, rows  # NFD on every image: none is left unchanged
-    keep = identity_rows(rows, use_ps, use_nfd).to(x.device)[:, None, None, None]
-    return torch.where(keep, x, out), rows
+                          nfd_bands, None, seed), name, precision)
+    return torch.where(keep[:, None, None, None], x, out), rows
+
+
+def _can_compact(x: torch.Tensor, name: str, functorch: bool) -> bool:
+    """Whether the composite may cut the batch down to the drawn images: on
+    the numpy backend (which copies to the host anyway, so reading the index
+    costs nothing more), eagerly (the index is data-dependent: not under
+    torch.func or torch.compile). Not on torch: its values depend on the batch
+    size in the last bit (1 ulp between a batch of 1 and of 6 on CPU), and a
+    replay of the draw (``aug(x, params=p)``, the whole batch) must give the
+    same bits; on a GPU the index would also be a sync."""
+    return name == "numpy" and not functorch and not torch.compiler.is_compiling()
 
 
 def spectral_augment_sampled(x, seed=None, *, ps_p=1 / 3, bands=("L", "M", "H"), alpha=(0.0, 1.0),

@@ -32,6 +32,11 @@ def test_aot_gate_default_configs_do_not_spill(tmp_path):
         r = default[size]
         assert r["spill_bytes"] == 0 and r["registers"] <= 255 and r["sass_instructions"] > 100
         assert r["dots"] == 12      # 2 + 4 forward, 4 + 2 inverse DFT products
+    # the modules' one launch (FROM_ROWS, with the identity early exit) is gated too
+    from_rows = {(r["H"], r["W"]): r for r in res["triton"] if r["variant"] == "rows"}
+    assert set(from_rows) == {(32, 32), (40, 40), (64, 64)}
+    for size in ((32, 32), (40, 40)):
+        assert from_rows[size]["spill_bytes"] == 0 and from_rows[size]["dots"] == 12
     est = res["estimate"]
     assert est["hbm_bound_us"] > 0 and est["triton_us"] >= est["hbm_bound_us"]
     assert "not a measurement" in res["note"]

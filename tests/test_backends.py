@@ -38,6 +38,35 @@ def test_auto_resolution():
 needs_ext = pytest.mark.skipif(not ext.available(), reason="fastfreq._C not built")
 
 
+@needs_ext
+@pytest.mark.parametrize("nfd", [False, True])
+def test_cpp_with_grad_over_several_chunks_and_threads(nfd):
+    """A batch of several chunks (13 images of 40x40x3 float32 each) on 2
+    threads, with x requiring grad: the pool's threads run the FFTs outside
+    autograd (they once went through it there and fft_irfft2_out raised), the
+    values are those without grad, and the gradient is the torch backend's."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(3)
+        x = torch.rand(40, 3, 40, 40, generator=g)
+        band = torch.randint(0, 3, (40,), generator=g)
+        alpha = torch.rand(40, generator=g)
+        kw = dict(alpha_r=torch.rand(40, 5, generator=g), seed=11) if nfd else {}
+        want = fastfreq.spectral_augment(x, band, alpha, backend="cpp", **kw)
+        grads = []
+        for backend in ("cpp", "torch"):
+            xg = x.clone().requires_grad_()
+            out = fastfreq.spectral_augment(xg, band, alpha, backend=backend, **kw)
+            if backend == "cpp":
+                assert torch.equal(out.detach(), want)
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+            grads.append(xg.grad)
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)
+    finally:
+        torch.set_num_threads(before)
+
+
 def op_args(B=2, C=3, H=10, W=8, seeded=False):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(B, C, H, W, generator=g)

@@ -187,6 +187,36 @@ def test_sampled_equals_the_explicit_call_per_image():
     assert len(kinds) == 4  # every case was seen
 
 
+@pytest.mark.parametrize("backend", ["numpy"])
+@pytest.mark.parametrize("config", ["both", "ps-only", "nfd-only"])
+def test_composite_transforms_only_the_drawn_images(backend, config, monkeypatch):
+    """numpy: the images that no transform drew are not passed to the
+    backend at all (no transform-then-discard); they come back as x bit for
+    bit, and the others as the compiled op gives them. (torch keeps the whole
+    batch: its last bit depends on the batch size, and replays must match.)"""
+    seen = []
+    real = FF._dispatch
+
+    def spy(a, name, precision=None):
+        seen.append(a.x.shape[0])
+        return real(a, name, precision)
+
+    monkeypatch.setattr(FF, "_dispatch", spy)
+    x = images("cpu")
+    kw = CONFIGS[config]
+    out, rows = FF.spectral_augment_sampled(x, seed=4, backend=backend, **kw)
+    ident = identity_rows(rows, kw["ps_p"] > 0, kw.get("nfd_bands") is not None)
+    drawn = int((~ident).sum())
+    assert 0 < drawn < x.shape[0], rows
+    assert seen == [drawn]
+    assert torch.equal(out[ident], x[ident])
+    assert ((out[~ident] - x[~ident]).abs().amax(dim=(1, 2, 3)) > 0).all()
+    monkeypatch.setattr(FF, "_dispatch", real)
+    want, _ = FF.spectral_augment_sampled(x, seed=4, backend="cpp" if ext.available() else "torch",
+                                          **kw)
+    assert (out - want).abs().amax() < 1e-4
+
+
 def child_ops(fn, parent: str) -> list[str]:
     """The ops called directly inside the top-level op ``parent``."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -204,6 +234,29 @@ NO_TRITON = pytest.mark.skipif(not triton_kernel.available(),
                                reason=f"no Triton backend: {triton_kernel.version_problem()}")
 GPU_EXT = [pytest.mark.gpu, pytest.mark.skipif(not ext.has_cuda(),
                                                reason="fastfreq._C built without CUDA")]
+
+
+@NO_EXT
+@pytest.mark.parametrize("config", ["ps-only", "both"])
+def test_cpp_rows_op_skips_identity_images_in_every_chunk(config):
+    """cpp's rows op over several chunks (13 images of 40x40x3 float32 per
+    256 kB chunk): the identity images of each chunk are left out of its FFTs
+    and copied, including a chunk with no image drawn; the others match the
+    reference and, bit for bit, the autograd path over the whole batch."""
+    x = images("cpu", B=40, size=(40, 40))
+    kw = dict(CONFIGS[config], ps_p=0.1, radius_scale=1.0)
+    if config == "both":
+        kw.update(nfd_p=0.1, nfd_bands=fastfreq.PAPER_BANDS)
+    out, rows = FF.spectral_augment_sampled(x, seed=7, backend="cpp", **kw)
+    ident = identity_rows(rows, True, config == "both")
+    chunks = [bool(ident[i:i + 13].all()) for i in range(0, 40, 13)]
+    assert any(chunks) and not all(chunks) and 0 < int((~ident).sum()), (chunks, rows)
+    assert torch.equal(out[ident], x[ident])
+    ref, _ = FF.spectral_augment_sampled(x, seed=7, backend="numpy", **kw)
+    assert (out - ref).abs().amax() < 1e-4
+    xg = x.clone().requires_grad_()
+    out_g, _ = FF.spectral_augment_sampled(xg, seed=7, backend="cpp", **kw)
+    assert torch.equal(out, out_g.detach())
 
 
 def rows_op_params():

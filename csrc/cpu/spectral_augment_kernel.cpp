@@ -184,6 +184,41 @@ class Augmenter {
   std::vector<float> draws_, scratch_;
 };
 
+// The images `todo` (positions in the chunk xs, which starts at image b0) go
+// through the FFTs as one sub-batch; every other image of the chunk is its
+// input, bit for bit. (With torch 2.14's MKL FFTs a sub-batch gives each image
+// the same bits as the whole chunk; tests/test_draws.py checks the rows op bit
+// for bit against the autograd path, which transforms the whole batch.)
+template <typename T>
+void augment_subset(Augmenter<T>& aug, const at::Tensor& xs, at::Tensor dst,
+                    const std::vector<int64_t>& todo, int64_t b0, const SpectralParams& p,
+                    const std::vector<int64_t>& size2d) {
+  const int64_t n = xs.size(0);
+  const int64_t image_len = static_cast<int64_t>(p.C) * p.H * p.W;
+  const int64_t plane_bins = static_cast<int64_t>(p.H) * p.Wh;
+  const T* x = xs.data_ptr<T>();
+  T* d = dst.data_ptr<T>();
+  size_t j = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (j < todo.size() && todo[j] == i) {
+      ++j;
+    } else {
+      std::copy_n(x + i * image_len, image_len, d + i * image_len);
+    }
+  }
+  if (todo.empty()) return;
+  const int64_t m = static_cast<int64_t>(todo.size());
+  at::Tensor sub = at::empty({m, p.C, p.H, p.W}, xs.options());
+  T* s = sub.data_ptr<T>();
+  for (int64_t k = 0; k < m; ++k) std::copy_n(x + todo[k] * image_len, image_len, s + k * image_len);
+  at::Tensor spec = at::fft_rfft2(sub).contiguous();
+  auto* Y = reinterpret_cast<T*>(spec.data_ptr<c10::complex<T>>());
+  for (int64_t k = 0; k < m; ++k)
+    aug.image(b0 + todo[k], Y + 2 * k * p.C * plane_bins, s + k * image_len);
+  at::fft_irfft2_out(sub, spec, size2d);  // sub's input is no longer read
+  for (int64_t k = 0; k < m; ++k) std::copy_n(s + k * image_len, image_len, d + todo[k] * image_len);
+}
+
 // Images are processed in chunks small enough to stay in a core's cache:
 // rfft2 of the chunk, the fused pass, irfft2 straight into the output. Each
 // thread runs its own chunks (ATen runs the FFTs serially inside the parallel
@@ -207,12 +242,29 @@ void augment_chunks(const at::Tensor& xf, at::Tensor& out, const SpectralParams&
   std::atomic<int64_t> next_chunk{0};
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(n_chunks, at::get_num_threads()));
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    // the ATen FFTs below run on the pool's threads, which do not inherit the
+    // calling thread's dispatch state: without this guard they would go
+    // through autograd when x requires grad (and fft_irfft2_out refuses that)
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
     Augmenter<T> aug(p, band, alpha, alpha_r, noise, seed, rows, row_len);
     std::vector<char> copied(static_cast<size_t>(chunk));
     const int64_t image_len = static_cast<int64_t>(p.C) * p.H * p.W;
+    std::vector<int64_t> todo;
+    todo.reserve(static_cast<size_t>(chunk));
     for (int64_t ci = next_chunk++; ci < n_chunks; ci = next_chunk++) {
       const int64_t b0 = ci * chunk, n = std::min(chunk, B - b0);
       const at::Tensor xs = xf.narrow(0, b0, n);
+      if (rows != nullptr) {
+        // rows given: the images that no transform drew skip the FFTs (copied
+        // from the input); the others go through them as a sub-batch
+        todo.clear();
+        for (int64_t i = 0; i < n; ++i)
+          if (!row_is_identity(rows + (b0 + i) * row_len, p.has_ps, p.has_nfd)) todo.push_back(i);
+        if (static_cast<int64_t>(todo.size()) < n) {
+          augment_subset(aug, xs, out.narrow(0, b0, n), todo, b0, p, size2d);
+          continue;
+        }
+      }
       at::Tensor spec = at::fft_rfft2(xs).contiguous();
       auto* Y = reinterpret_cast<T*>(spec.data_ptr<c10::complex<T>>());
       const T* x = xs.data_ptr<T>();

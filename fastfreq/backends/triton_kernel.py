@@ -289,7 +289,8 @@ if triton is not None:
         """FROM_ROWS: the parameters are read from the plane's draw_params row
         (rows_ptr, row_len floats each; csrc/param_draw.h) instead of
         band/alpha/alpha_r: no noise where the row has no NFD drawn, and an
-        image that the row leaves unchanged is stored as its input."""
+        image that the row leaves unchanged is copied from its input with no
+        transform work (its program loads and stores the plane, then returns)."""
         plane = tl.program_id(0).to(tl.int64)
         b = plane // C
         c = plane % C
@@ -297,6 +298,23 @@ if triton is not None:
         cols_w = tl.arange(0, WP)
         cols_k = tl.arange(0, WHP)
         in_img = (rows[:, None] < H) & (cols_w[None, :] < W)
+        if FROM_ROWS:
+            # an image that its row leaves unchanged (row_is_identity in
+            # csrc/param_draw.h: no NFD drawn, gain 1 with a valid band) is
+            # copied, bit for bit, before any transform work
+            row = rows_ptr + b * row_len
+            ident = plane >= 0
+            if HAS_NFD:
+                ident = ident & (tl.load(row + 3) == 0.0)
+            if HAS_PS:
+                band_f0 = tl.load(row + 1)
+                ident = ident & (band_f0 >= 0.0) & (band_f0 <= 2.0) & (tl.load(row + 2) == 0.0)
+            if ident:
+                x_id = tl.load(x_ptr + b * sxb + c * sxc + rows[:, None] * sxh + cols_w[None, :] * sxw,
+                               mask=in_img, other=0.0)
+                tl.store(out_ptr + b * sob + c * soc + rows[:, None] * soh + cols_w[None, :] * sow,
+                         x_id.to(out_ptr.dtype.element_ty), mask=in_img)
+                return
         x = tl.load(x_ptr + b * sxb + c * sxc + rows[:, None] * sxh + cols_w[None, :] * sxw,
                     mask=in_img, other=0.0).to(tl.float32)
         eps = tl.sum(tl.sum(tl.abs(x), axis=1), axis=0) * EPS_REL
@@ -323,7 +341,6 @@ if triton is not None:
         nfd_on = plane >= 0  # NFD on this image (True unless its row says not)
         alpha = 0.0
         if FROM_ROWS:
-            row = rows_ptr + b * row_len
             ar_base = row + 4  # PARAM_HEAD
             if HAS_NFD:
                 nfd_on = tl.load(row + 3) != 0.0
@@ -375,12 +392,6 @@ if triton is not None:
         out = tl.dot(_to_tf32(ur, ROUND_TF32), tl.load(icw_ptr + kw), input_precision=PRECISION)
         out = out - tl.dot(_to_tf32(ui, ROUND_TF32), tl.load(isw_ptr + kw), input_precision=PRECISION)
         out = tl.where(bad, float("nan"), out)
-        if FROM_ROWS:
-            # gain 1 and no noise: the input itself, bit for bit
-            keep = ~bad & ~nfd_on
-            if HAS_PS:
-                keep = keep & (alpha == 0.0)
-            out = tl.where(keep, x, out)
         tl.store(out_ptr + b * sob + c * soc + rows[:, None] * soh + cols_w[None, :] * sow,
                  out.to(out_ptr.dtype.element_ty), mask=in_img)
 
