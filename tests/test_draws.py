@@ -338,6 +338,26 @@ def test_rows_ops_check_their_arguments(op_dev):
     assert out[0].isnan().all() and torch.equal(out[1:], ok[1:])
 
 
+@pytest.mark.parametrize("op_dev", rows_op_params())
+def test_rows_ops_pass_opcheck(op_dev):
+    """Schema, fake tensor and AOT-dispatch consistency of every rows op (what
+    torch.compile and fake-tensor tracing rely on)."""
+    name, dev = op_dev
+    x = images(dev, B=4)
+    seed = torch.tensor([1], device=dev)
+    rows = draw_params(seed, x.shape[0], DrawSettings(ps_p=0.5, n_bands=3))
+    edges = [0.0, 3.0, 4.0, 6.0, 7.0, 12.0]
+    torch.library.opcheck(_rows_op(name).default, (x, rows, seed, True, True, edges, 1.0, 0.4))
+
+
+@NO_EXT
+@pytest.mark.parametrize("dev", ["cpu", pytest.param("cuda", marks=GPU_EXT)])
+def test_draw_params_passes_opcheck(dev):
+    seed = torch.tensor([3], device=dev)
+    torch.library.opcheck(torch.ops.fastfreq.draw_params.default,
+                          (seed, 10, 0.5, [0, 1, 2], 0.0, 1.0, 0.5, 5, False))
+
+
 # hand-made rows [ps_applied, band, alpha, nfd_applied, w0, w1, w2] for the
 # edge cases of "this row leaves its image unchanged"
 EDGE_ROWS = [
