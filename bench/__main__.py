@@ -208,7 +208,8 @@ def parser():
     ap.add_argument("--dtypes", nargs="+", choices=["float32", "float16", "bfloat16", "float64"],
                     help="throughput: dtypes (default: float32 float16; float32 with --quick)")
     ap.add_argument("--ops", nargs="+", choices=list(core.OPS),
-                    help="throughput: operations (default: all; both with --quick)")
+                    help="throughput: operations (default: all; both with --quick); "
+                         "module: both (default) and/or ps")
     ap.add_argument("--backends", nargs="+",
                     help="throughput, contention, module: backends to time (default: every one "
                          "this machine runs; contention: cpp torch; module: auto)")

@@ -1,10 +1,11 @@
 """The cost of a module forward beside one bare op call (issue 23).
 
     fastfreq-bench module [--device cuda] [--batches 128 512] [--rounds 15]
-                          [--backends auto single_pass]
+                          [--backends auto single_pass] [--ops both ps]
 
 For each batch: ``SpectralAugment(ps_p=1/3, sigma=1)`` forward (the draw in
-the op) and one bare ``spectral_augment`` call with explicit parameters for
+the op; ``--ops ps``: with ``nfd_p=0``, so 2/3 of the images are drawn by no
+transform) and one bare ``spectral_augment`` call with explicit parameters for
 the whole batch (same backend, same images, ``check_values=False``), timed in
 interleaved rounds (A, B, A, B, ...) so that a busy machine slows both alike;
 the ratio of the medians is the module's overhead. Also counts the module
@@ -61,10 +62,17 @@ def count_ops(fn, device: str) -> dict:
     return out
 
 
-def compare(batch: int, device: str, rounds: int, size: int = 40, backend: str = "auto") -> dict:
+def compare(batch: int, device: str, rounds: int, size: int = 40, backend: str = "auto",
+            op: str = "both") -> dict:
+    """op "both": PS (p = 1/3) + NFD (p = 1); "ps": PS alone (p = 1/3), where
+    2/3 of the images are drawn by no transform (the bare call still
+    transforms all of them, with gain 1)."""
+    if op not in ("both", "ps"):
+        raise SystemExit(f"error: --ops: module times 'both' or 'ps', got {op!r}")
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, size, size, generator=g).to(device)
-    aug = fastfreq.SpectralAugment(ps_p=1 / 3, sigma=1.0, backend=backend,
+    aug = fastfreq.SpectralAugment(ps_p=1 / 3, sigma=1.0, nfd_p=0.0 if op == "ps" else 1.0,
+                                   backend=backend,
                                    generator=torch.Generator(device=device).manual_seed(1))
     aug(x)
     p = aug.last_params
@@ -74,6 +82,10 @@ def compare(batch: int, device: str, rounds: int, size: int = 40, backend: str =
         aug(x)
 
     def bare():
+        if op == "ps":
+            fastfreq.spectral_augment(x, ps["band"], ps["alpha"], backend=backend,
+                                      check_values=False)
+            return
         fastfreq.spectral_augment(x, ps["band"], ps["alpha"], nf["alpha_r"], sigma=1.0,
                                   nfd_bands=PAPER_BANDS, seed=nf["seed"], backend=backend,
                                   check_values=False)
@@ -86,7 +98,7 @@ def compare(batch: int, device: str, rounds: int, size: int = 40, backend: str =
         t_mod.append(run(module))
         t_bare.append(run(bare))
     m, b = statistics.median(t_mod), statistics.median(t_bare)
-    return {"batch": batch, "size": size, "device": device,
+    return {"batch": batch, "size": size, "device": device, "op": op,
             "backend": fastfreq.functional.resolve_backend(backend, x),
             "module_s": m, "bare_s": b, "ratio": m / b, "rounds": rounds,
             "module": count_ops(module, device), "bare": count_ops(bare, device)}
@@ -102,15 +114,17 @@ def run(a) -> list:
         if name != "auto" and name not in fastfreq.BACKENDS:
             raise SystemExit(f"error: --backends: {name!r} is not one of auto, "
                              f"{', '.join(fastfreq.BACKENDS)}")
-    rows = [compare(b, device, a.rounds, backend=k) for k in backends for b in batches]
+    ops = a.ops or ["both"]
+    rows = [compare(b, device, a.rounds, backend=k, op=o) for o in ops for k in backends
+            for b in batches]
     info = core.device_info(device)
     print(f"module forward vs one bare op call ({info.get('gpu') or info.get('cpu')}, "
           f"{info['threads']} threads, torch {info['torch']}; load average "
           f"{os.getloadavg()[0]:.1f} at the end)")
-    print("| batch | backend | module ms | bare ms | ratio | module ops | bare ops |"
+    print("| op | batch | backend | module ms | bare ms | ratio | module ops | bare ops |"
           + (" module kernels | bare kernels |" if device == "cuda" else ""))
     for r in rows:
-        line = (f"| {r['batch']} | {r['backend']} | {1e3 * r['module_s']:.2f} | {1e3 * r['bare_s']:.2f} | "
+        line = (f"| {r['op']} | {r['batch']} | {r['backend']} | {1e3 * r['module_s']:.2f} | {1e3 * r['bare_s']:.2f} | "
                 f"{r['ratio']:.2f} | {r['module']['top_level_ops']} | {r['bare']['top_level_ops']} |")
         if device == "cuda":
             line += f" {r['module']['cuda_kernels']} | {r['bare']['cuda_kernels']} |"

@@ -27,29 +27,29 @@ _M32 = 0xFFFFFFFF
 
 
 def _umul32(a: int, b: torch.Tensor):
-    """(hi, lo) of the 64-bit product a * b for uint32 values held in int64."""
-    b_lo, b_hi = b & 0xFFFF, b >> 16
-    a_lo, a_hi = a & 0xFFFF, a >> 16
-    ll = b_lo * a_lo
-    lh = b_lo * a_hi
-    hl = b_hi * a_lo
-    hh = b_hi * a_hi
-    mid = (ll >> 16) + (lh & 0xFFFF) + (hl & 0xFFFF)
-    lo = (ll & 0xFFFF) | ((mid & 0xFFFF) << 16)
-    hi = hh + (lh >> 16) + (hl >> 16) + (mid >> 16)
-    return hi & _M32, lo & _M32
+    """(hi, lo) of the 64-bit product a * b for uint32 values held in int64.
+    b is split into 16-bit halves, so each partial product stays below 2**48
+    (no int64 overflow)."""
+    p_lo = (b & 0xFFFF) * a
+    p_hi = (b >> 16) * a
+    t = p_lo + ((p_hi & 0xFFFF) << 16)
+    return (p_hi >> 16) + (t >> 32), t & _M32
 
 
-def philox4x32_10(counter: torch.Tensor, seed: torch.Tensor, stream: int = 0):
+def philox4x32_10(counter: torch.Tensor, seed: torch.Tensor, stream=0):
     """Four uint32 outputs (as int64 tensors) for counters ``(counter, stream, 0)``
     (the 64-bit counter in the first two words; stream 0 is the noise, 1 and 2
-    the parameter draws) and key ``seed`` (int64 tensor with one element)."""
+    the parameter draws: an int, or an int64 tensor of counter's shape) and
+    key ``seed`` (int64 tensor with one element)."""
     seed = seed.reshape(()).to(torch.int64)
     k0 = seed & _M32
     k1 = (seed >> 32) & _M32
     x = counter & _M32
     y = (counter >> 32) & _M32
-    z = torch.full_like(x, int(stream) & _M32)
+    if isinstance(stream, torch.Tensor):
+        z = (stream.to(torch.int64) & _M32).expand_as(x)
+    else:
+        z = torch.full_like(x, int(stream) & _M32)
     w = torch.zeros_like(x)
     for _ in range(10):
         hi_a, lo_a = _umul32(0xD2511F53, x)
@@ -158,7 +158,11 @@ def draw_params(seed: torch.Tensor, batch: int, settings: DrawSettings, device=N
         idx = torch.zeros_like(idx)
     ps_thr, nfd_thr = s.thresholds()
     lo, span = s.alpha_lo_span()
-    a = philox4x32_10(idx, seed, _STREAM_PS)
+    # both streams in one Philox pass: counters (i, PS) then (i, NFD)
+    streams = torch.cat([torch.full_like(idx, _STREAM_PS), torch.full_like(idx, _STREAM_NFD)])
+    words = philox4x32_10(torch.cat([idx, idx]), seed, streams)
+    a = [w[:batch] for w in words]
+    b = [w[batch:] for w in words]
     ps_on = (a[0] >> 8) < ps_thr
     pick = ((a[1] >> 8) * len(s.ps_bands)) >> 24  # in [0, len): no index leaves the table
     # the pick mapped to band ids with scalars (no host-to-device copy)
@@ -167,7 +171,6 @@ def draw_params(seed: torch.Tensor, batch: int, settings: DrawSettings, device=N
         band = torch.where(pick == j, float(bid), band)
     u_ps = (a[2] >> 8).to(torch.float32) * _U24
     alpha = torch.where(ps_on, lo + span * u_ps, 0.0)
-    b = philox4x32_10(idx, seed, _STREAM_NFD)
     nfd_on = (b[0] >> 8) < nfd_thr
     cols = [ps_on.to(torch.float32), band, alpha, nfd_on.to(torch.float32)]
     if s.n_bands:

@@ -615,9 +615,11 @@ class NFD(_Augment):
 class SpectralAugment(_Sampled):
     """Power suppression then NFD (Section 4.2) in ONE call of the fused op.
 
-    Samples where NFD is not applied (``0 < nfd_p < 1``) need a second,
-    suppression-only call; with the paper's ``nfd_p = 1`` there is one call.
-    ``ps_p = 0`` or ``nfd_p = 0`` (or ``sigma = 0``) leaves that half out.
+    A forward is the in-op draw and one augmentation call, whatever ``nfd_p``
+    (``fastfreq.spectral_augment_sampled``: images without NFD drawn get no
+    noise). A replay with explicit params (``aug(x, params=p)``) takes a
+    second, suppression-only call for the images without NFD when
+    ``0 < nfd_p < 1``, with the same values. ``ps_p = 0`` or ``nfd_p = 0`` (or ``sigma = 0``) leaves that half out.
     ``last_params`` = ``{"ps": ..., "nfd": ...}``, the params of
     ``PowerSuppression`` and ``NFD``; ``"ps"`` holds what the APS labels are
     built from.

@@ -45,11 +45,12 @@ def test_gpu_check_dry_run_plans_every_step():
 
 def test_module_benchmark_writes_times_and_op_counts(tmp_path):
     out = subprocess.run([sys.executable, "-m", "bench", "module", "--batches", "8", "--rounds", "2",
-                          "--backends", "auto", "torch", "--out", str(tmp_path)],
+                          "--backends", "auto", "torch", "--ops", "both", "ps", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     rows = json.loads((tmp_path / "module-cpu.json").read_text())["rows"]
-    assert [(r["batch"], r["backend"] == "torch") for r in rows] == [(8, False), (8, True)]
+    assert [(r["op"], r["batch"], r["backend"] == "torch") for r in rows] == [
+        ("both", 8, False), ("both", 8, True), ("ps", 8, False), ("ps", 8, True)]
     for r in rows:
         assert r["module_s"] > 0 and r["bare_s"] > 0 and abs(r["ratio"] - r["module_s"] / r["bare_s"]) < 1e-9
         assert r["module"]["top_level_ops"] == len(r["module"]["ops"])
@@ -58,6 +59,9 @@ def test_module_benchmark_writes_times_and_op_counts(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "bench", "module", "--backends", "cudnn",
                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "--backends: 'cudnn'" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "bench", "module", "--ops", "nfd",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--ops: module times 'both' or 'ps'" in bad.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
