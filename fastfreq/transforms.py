@@ -619,7 +619,8 @@ class SpectralAugment(_Sampled):
     (``fastfreq.spectral_augment_sampled``: images without NFD drawn get no
     noise). A replay with explicit params (``aug(x, params=p)``) takes a
     second, suppression-only call for the images without NFD when
-    ``0 < nfd_p < 1``, with the same values. ``ps_p = 0`` or ``nfd_p = 0`` (or ``sigma = 0``) leaves that half out.
+    ``0 < nfd_p < 1``, with the same values. ``ps_p = 0`` or ``nfd_p = 0``
+    (or ``sigma = 0``) leaves that half out.
     ``last_params`` = ``{"ps": ..., "nfd": ...}``, the params of
     ``PowerSuppression`` and ``NFD``; ``"ps"`` holds what the APS labels are
     built from.
