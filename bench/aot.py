@@ -76,7 +76,7 @@ VARIANTS = {  # name: (HAS_PS, HAS_NFD, NOISE_IN_KERNEL, FROM_ROWS)
     "nfd": (False, True, True, False),
     "rows": (True, True, True, True),   # the modules' one launch (draw_params rows)
 }
-#: variants the gate refuses to spill at their default warps, besides "both"
+#: variants the gate refuses to spill at their default precision and warps
 GATED_VARIANTS = ("both", "rows")
 
 
@@ -131,9 +131,9 @@ def compile_triton(cfg: dict, arch: int) -> dict:
         sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True).stdout
     dots = re.findall(r"tt\.dot .*?: tensor<(\d+)x(\d+)x\w+> \* tensor<(\d+)x(\d+)x\w+>", k.asm["ttir"])
     dot_shapes = [(int(m), int(n2), int(kk)) for m, kk, _, n2 in dots]   # (M, N, K)
-    return dict(cfg, arch=arch,
-                default=(cfg["variant"] == "both" and cfg["precision"] == tk.DEFAULT_PRECISION
-                         and cfg["num_warps"] == tk.default_warps(cfg["H"], cfg["W"], cfg["precision"])),
+    gated = (cfg["variant"] in GATED_VARIANTS and cfg["precision"] == tk.DEFAULT_PRECISION
+             and cfg["num_warps"] == tk.default_warps(cfg["H"], cfg["W"], cfg["precision"]))
+    return dict(cfg, arch=arch, gated=gated, default=gated and cfg["variant"] == "both",
                 registers=_int(r"Used (\d+) registers", rep),
                 spill_bytes=_int(r"(\d+) bytes spill stores", rep) + _int(r"(\d+) bytes spill loads", rep),
                 stack_bytes=_int(r"(\d+) bytes stack frame", rep), shared_bytes=k.metadata.shared,
@@ -382,8 +382,6 @@ def estimate(triton_cfg: dict | None, hw: dict = H100, shape=ESTIMATE_SHAPE) -> 
 
 def report(archs=(90,), full: bool = False, out: str = "out/bench", gate: bool = False,
            progress: bool = True) -> int:
-    from fastfreq.backends import triton_kernel as tk
-
     os.makedirs(out, exist_ok=True)
     status = 0
     for arch in archs:
@@ -411,11 +409,7 @@ def report(archs=(90,), full: bool = False, out: str = "out/bench", gate: bool =
             f.write(markdown(res))
         print(markdown(res))
         print(f"wrote {stem}.json and .md")
-        spills = [r for r in rows if r["H"] in (32, 40) and r["spill_bytes"] > 0
-                  and (r["default"] or (r["variant"] in GATED_VARIANTS and r["dtype"] == "fp32"
-                                        and r["precision"] == tk.DEFAULT_PRECISION
-                                        and r["num_warps"] == tk.default_warps(r["H"], r["W"],
-                                                                               r["precision"])))]
+        spills = [r for r in rows if r["gated"] and r["H"] in (32, 40) and r["spill_bytes"] > 0]
         if gate and spills:
             print("aot gate: default configurations spill: "
                   + ", ".join(f"{r['H']}x{r['W']} {r['variant']} sm_{arch} ({r['spill_bytes']} B)"

@@ -7,11 +7,11 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import numbers
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ _triton_failure: str | None = None
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-@dataclass
+@dataclasses.dataclass
 class _Args:
     x: torch.Tensor
     band: torch.Tensor | None
@@ -585,10 +585,11 @@ def _sampled_composite(a: _Args, name: str, settings, precision):
         noise = philox_normal(a.seed, (B, C, H, W // 2 + 1), device=x.device)
         noise = noise * rows[:, 3].view(-1, 1, 1, 1)  # no noise where NFD was not drawn
         seed = None
-    nfd_bands = a.nfd_bands or PAPER_BANDS  # (without NFD the bands are not read)
+    # (without NFD the bands are not read; the backends take a valid set)
+    args = _Args(x, band, alpha, alpha_r, noise, a.sigma, a.radius_scale,
+                 a.nfd_bands or PAPER_BANDS, None, seed)
     if use_nfd and s.nfd_p >= 1:  # NFD on every image: none is left unchanged
-        return _dispatch(_Args(x, band, alpha, alpha_r, noise, a.sigma, a.radius_scale,
-                               nfd_bands, None, seed), name, precision), rows
+        return _dispatch(args, name, precision), rows
     keep = identity_rows(rows, use_ps, use_nfd).to(x.device)
     if _can_compact(x, name, functorch):
         # only the images that a transform drew go through the backend (the
@@ -596,14 +597,12 @@ def _sampled_composite(a: _Args, name: str, settings, precision):
         todo = (~keep).nonzero().squeeze(1)
         if todo.numel() == 0:
             return x.clone(), rows
-        pick = (lambda t: t) if todo.numel() == x.shape[0] else (
-            lambda t: None if t is None else t.index_select(0, todo.to(t.device)))
-        part = _dispatch(_Args(pick(x), pick(band), pick(alpha), pick(alpha_r), pick(noise),
-                               a.sigma, a.radius_scale, nfd_bands, None, seed), name, precision)
+        pick = (lambda t: None if t is None else t.index_select(0, todo.to(t.device)))
+        part = _dispatch(dataclasses.replace(args, x=pick(x), band=pick(band), alpha=pick(alpha),
+                                             alpha_r=pick(alpha_r), noise=pick(noise)),
+                         name, precision)
         return x.index_copy(0, todo, part.to(x.dtype)), rows
-    out = _dispatch(_Args(x, band, alpha, alpha_r, noise, a.sigma, a.radius_scale,
-                          nfd_bands, None, seed), name, precision)
-    return torch.where(keep[:, None, None, None], x, out), rows
+    return torch.where(keep[:, None, None, None], x, _dispatch(args, name, precision)), rows
 
 
 def _can_compact(x: torch.Tensor, name: str, functorch: bool) -> bool:

@@ -107,9 +107,9 @@ class Augmenter {
   }
 
   // Image b: Y points at its C half-spectrum planes (interleaved complex), x
-  // at its C input planes. Returns true for an image that its row says no
-  // transform drew (Y untouched: the caller copies x to its output).
-  bool image(int64_t b, T* Y, const T* x) {
+  // at its C input planes. Never called for an image that its row says no
+  // transform drew (augment_chunks copies those instead).
+  void image(int64_t b, T* Y, const T* x) {
     // Out-of-range parameters (possible when Python skipped its value checks)
     // make the whole image NaN, as on every backend; nothing is read with them.
     bool bad = false;
@@ -130,7 +130,6 @@ class Augmenter {
       std::fill(scale_.begin(), scale_.end(), T(0));
       std::fill(g_.begin(), g_.end(), T(0));
     }
-    if (row != nullptr && row_is_identity(row, p_.has_ps, p_.has_nfd)) return true;
     if (nfd) {
       const T* ar = row == nullptr ? alpha_r_ + b * p_.n_bands : row_weights(row);
       for (int j = 0; j < p_.n_bands; ++j) bad |= !(ar[j] >= T(0) && ar[j] <= T(1));
@@ -145,7 +144,7 @@ class Augmenter {
     }
     if (bad) {
       std::fill(Y, Y + 2 * p_.C * bins_, std::numeric_limits<T>::quiet_NaN());
-      return false;
+      return;
     }
     for (int c = 0; c < p_.C; ++c) {
       const int64_t plane = b * p_.C + c;
@@ -167,7 +166,6 @@ class Augmenter {
       }
       apply_bins(Y + 2 * c * bins_, gain_.data(), scale_.data(), g_.data(), eps, bins_);
     }
-    return false;
   }
 
  private:
@@ -247,7 +245,6 @@ void augment_chunks(const at::Tensor& xf, at::Tensor& out, const SpectralParams&
     // through autograd when x requires grad (and fft_irfft2_out refuses that)
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     Augmenter<T> aug(p, band, alpha, alpha_r, noise, seed, rows, row_len);
-    std::vector<char> copied(static_cast<size_t>(chunk));
     const int64_t image_len = static_cast<int64_t>(p.C) * p.H * p.W;
     std::vector<int64_t> todo;
     todo.reserve(static_cast<size_t>(chunk));
@@ -270,14 +267,9 @@ void augment_chunks(const at::Tensor& xf, at::Tensor& out, const SpectralParams&
       const T* x = xs.data_ptr<T>();
       const int64_t plane_bins = static_cast<int64_t>(p.H) * p.Wh;
       for (int64_t i = 0; i < n; ++i)
-        copied[i] = aug.image(b0 + i, Y + 2 * i * p.C * plane_bins, x + i * image_len);
+        aug.image(b0 + i, Y + 2 * i * p.C * plane_bins, x + i * image_len);
       at::Tensor dst = out.narrow(0, b0, n);
       at::fft_irfft2_out(dst, spec, size2d);
-      // images that no transform drew: their input, bit for bit (out is
-      // contiguous in T, as xf)
-      T* d = dst.data_ptr<T>();
-      for (int64_t i = 0; i < n; ++i)
-        if (copied[i]) std::copy_n(x + i * image_len, image_len, d + i * image_len);
     }
   });
 }

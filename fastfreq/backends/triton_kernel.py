@@ -305,10 +305,12 @@ if triton is not None:
             row = rows_ptr + b * row_len
             ident = plane >= 0
             if HAS_NFD:
-                ident = ident & (tl.load(row + 3) == 0.0)
+                nfd_f = tl.load(row + 3)
+                ident = ident & (nfd_f == 0.0)
             if HAS_PS:
-                band_f0 = tl.load(row + 1)
-                ident = ident & (band_f0 >= 0.0) & (band_f0 <= 2.0) & (tl.load(row + 2) == 0.0)
+                band_f = tl.load(row + 1)
+                alpha_f = tl.load(row + 2)
+                ident = ident & (band_f >= 0.0) & (band_f <= 2.0) & (alpha_f == 0.0)
             if ident:
                 x_id = tl.load(x_ptr + b * sxb + c * sxc + rows[:, None] * sxh + cols_w[None, :] * sxw,
                                mask=in_img, other=0.0)
@@ -343,7 +345,7 @@ if triton is not None:
         if FROM_ROWS:
             ar_base = row + 4  # PARAM_HEAD
             if HAS_NFD:
-                nfd_on = tl.load(row + 3) != 0.0
+                nfd_on = nfd_f != 0.0
             else:
                 nfd_on = bad
         else:
@@ -351,9 +353,8 @@ if triton is not None:
         if HAS_PS:
             if FROM_ROWS:
                 # a row's band is a float: outside [0, 2] (NaN included) it reads as -1
-                band_f = tl.load(row + 1)
                 band = tl.where((band_f >= 0.0) & (band_f <= 2.0), band_f, -1.0).to(tl.int32)
-                alpha = tl.load(row + 2)
+                alpha = alpha_f
             else:
                 band = tl.load(band_ptr + b)
                 alpha = tl.load(alpha_ptr + b).to(tl.float32)
